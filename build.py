@@ -75,7 +75,8 @@ def ensure_venv() -> None:
     # Hold numpy at Debian's version: numpy 2 breaks the GDAL and QGIS bindings.
     constraints = VENV / "constraints.txt"
     constraints.write_text(f"numpy=={numpy_version}\n")
-    run([str(VENV_PY), "-m", "pip", "install", "-q", "--disable-pip-version-check", "-r", str(ROOT / "requirements.txt"), "-c", str(constraints)])
+    run([str(VENV_PY), "-m", "pip", "install", "-q", "--disable-pip-version-check",
+         "-r", str(ROOT / "requirements.txt"), "-c", str(constraints)])
     stamp.write_text(digest)
 
 

@@ -22,7 +22,9 @@ class BandNormalization:
     scale: np.ndarray
 
     @classmethod
-    def fit(cls, cube: np.ndarray, valid: np.ndarray | None = None, low_pct: float = 1.0, high_pct: float = 99.0) -> BandNormalization:
+    def fit(
+        cls, cube: np.ndarray, valid: np.ndarray | None = None, low_pct: float = 1.0, high_pct: float = 99.0
+    ) -> BandNormalization:
         """Fit on a ``(bands, rows, cols)`` cube; ``valid`` is an optional ``(rows, cols)`` bool mask."""
         flat = cube.reshape(cube.shape[0], -1).astype(np.float64)
         if valid is not None:

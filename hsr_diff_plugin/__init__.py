@@ -13,7 +13,7 @@ def _expose_science_packages() -> None:
     ``QGIS_PLUGINPATH=<repo root>`` they sit beside it.
     """
     for folder in (_HERE, os.path.dirname(_HERE)):
-        if all(os.path.isfile(os.path.join(folder, pkg, "__init__.py")) for pkg in ("core", "export")):
+        if os.path.isfile(os.path.join(folder, "core", "__init__.py")):
             if folder not in sys.path:
                 sys.path.insert(0, folder)
             return

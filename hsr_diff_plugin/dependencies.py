@@ -7,7 +7,9 @@ suggested: Debian's and OSGeo4W's GDAL and QGIS bindings are built against numpy
 from __future__ import annotations
 
 import importlib
+import os
 import sys
+import sysconfig
 from dataclasses import dataclass
 
 # Pins that keep QGIS's numpy 1 in place.
@@ -30,10 +32,27 @@ class Dependency:
         return self.version is not None
 
 
+def qgis_python() -> str:
+    """The interpreter QGIS embeds (``sys.executable`` is the QGIS binary inside QGIS)."""
+    if os.path.basename(sys.executable).lower().startswith("python"):
+        return sys.executable
+    for cand in (
+        os.path.join(sys.exec_prefix, "bin", f"python{sys.version_info.major}.{sys.version_info.minor}"),
+        os.path.join(sys.exec_prefix, "python.exe"),  # OSGeo4W / Windows installers
+        os.path.join(sys.exec_prefix, "bin", "python3"),
+    ):
+        if os.path.isfile(cand):
+            return cand
+    return "python3"
+
+
 def pip_command(*modules: str) -> str:
     """The exact pip command for QGIS's own Python, numpy held below 2."""
     specs = " ".join(f'"{PIP_SPECS.get(m, m)}"' for m in modules)
-    return f'"{sys.executable}" -m pip install --user {specs} "numpy<2"'
+    # Debian 12+ marks its Python as externally managed (PEP 668); QGIS cannot use a venv.
+    managed = os.path.exists(os.path.join(sysconfig.get_path("stdlib"), "EXTERNALLY-MANAGED"))
+    extra = " --break-system-packages" if managed else ""
+    return f'"{qgis_python()}" -m pip install --user{extra} {specs} "numpy<2"'
 
 
 def probe(module: str) -> Dependency:
@@ -53,7 +72,12 @@ def probe(module: str) -> Dependency:
 
 
 def report() -> list[Dependency]:
-    return [probe(m) for m in ("numpy", "osgeo.gdal", "onnxruntime", "torch", "onnx", "safetensors")]
+    """numpy, GDAL, onnxruntime, torch, onnx, safetensors, and where hsr-diff's core was loaded from."""
+    deps = [probe(m) for m in ("numpy", "osgeo.gdal", "onnxruntime", "torch", "onnx", "safetensors")]
+    core = probe("core")
+    if core.present:
+        core.detail = os.path.dirname(importlib.import_module("core").__file__)
+    return deps + [Dependency("hsr-diff core", core.version, core.detail)]
 
 
 class MissingDependency(RuntimeError):

@@ -6,6 +6,7 @@ from qgis.PyQt.QtGui import QIcon
 from .algorithms import algorithm_classes
 from .provider_icon import ICON_PATH
 
+
 class HsrDiffProvider(QgsProcessingProvider):
     def id(self):
         return "hsrdiff"

@@ -1,0 +1,466 @@
+"""Raster I/O with GDAL: float32 ``(bands, rows, cols)`` arrays plus spectral metadata.
+
+Reading follows EnMAP-Box's conventions for spectral metadata, in this order of precedence:
+
+1. band-level ``IMAGERY`` domain ``CENTRAL_WAVELENGTH_UM`` / ``FWHM_UM`` (GDAL >= 3.10);
+2. band-level default-domain ``wavelength`` / ``wavelength_units`` / ``fwhm`` / ``bbl`` (EnMAP-Box);
+3. dataset-level ``ENVI`` domain lists ``wavelength``, ``wavelength_units``, ``fwhm``, ``bbl``.
+
+Wavelengths are returned in nanometres (micrometres are converted; an ENVI file with
+``wavelength_units = Unknown`` is taken as micrometres when every value is below 100).
+Nodata pixels come back as NaN and ``RasterMeta.valid`` marks pixels where every good band
+(``bbl`` = 1) is finite.
+
+Writing goes to a hidden temporary file beside the target, renamed only when the writer is
+closed without an error, so a failed or cancelled run never leaves a file that looks finished.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+from osgeo import gdal, osr
+
+gdal.UseExceptions()
+osr.UseExceptions()
+
+__all__ = [
+    "Window",
+    "RasterMeta",
+    "RasterError",
+    "RasterReader",
+    "RasterWriter",
+    "read_meta",
+    "read_raster",
+    "write_raster",
+    "iter_windows",
+    "valid_mask",
+    "subset_meta",
+    "describe_crs",
+]
+
+
+class RasterError(ValueError):
+    """A raster cannot be read or written; the message names the file and the problem."""
+
+
+class Window(NamedTuple):
+    """A pixel window: column and row offsets, width and height (pixels)."""
+
+    col_off: int
+    row_off: int
+    width: int
+    height: int
+
+
+@dataclass
+class RasterMeta:
+    """What we know about a raster besides its pixels.
+
+    ``shape`` is ``(bands, rows, cols)``; ``geotransform`` is GDAL's 6-tuple; ``crs_wkt`` is ""
+    when the file has no CRS; ``nodata`` has one entry per band (None = no nodata);
+    ``wavelengths`` and ``fwhm`` are ``(bands,)`` float64 nanometres or None; ``bad_bands`` is a
+    ``(bands,)`` bool array, True where ``bbl`` = 0; ``valid`` is the ``(rows, cols)`` validity mask
+    of the last array read with this metadata (None until something was read).
+    """
+
+    path: str
+    shape: tuple[int, int, int]
+    geotransform: tuple[float, float, float, float, float, float]
+    crs_wkt: str
+    nodata: list[float | None]
+    dtype: str
+    band_names: list[str]
+    wavelengths: np.ndarray | None = None
+    fwhm: np.ndarray | None = None
+    bad_bands: np.ndarray | None = None
+    scales: list[float] = field(default_factory=list)
+    offsets: list[float] = field(default_factory=list)
+    valid: np.ndarray | None = None
+
+    @property
+    def bands(self) -> int:
+        return self.shape[0]
+
+    @property
+    def rows(self) -> int:
+        return self.shape[1]
+
+    @property
+    def cols(self) -> int:
+        return self.shape[2]
+
+    @property
+    def pixel_size(self) -> tuple[float, float]:
+        """Pixel width and height in CRS units (both positive)."""
+        return abs(self.geotransform[1]), abs(self.geotransform[5])
+
+    @property
+    def good_bands(self) -> np.ndarray:
+        """``(bands,)`` bool, True for bands not flagged bad."""
+        return np.ones(self.bands, bool) if self.bad_bands is None else ~self.bad_bands
+
+    def window_geotransform(self, window: Window) -> tuple[float, ...]:
+        gt = self.geotransform
+        x = gt[0] + window.col_off * gt[1] + window.row_off * gt[2]
+        y = gt[3] + window.col_off * gt[4] + window.row_off * gt[5]
+        return (x, gt[1], gt[2], y, gt[4], gt[5])
+
+
+# --------------------------------------------------------------------------- reading
+
+_UNIT_TO_NM = {"nanometers": 1.0, "nanometer": 1.0, "nm": 1.0, "micrometers": 1000.0, "micrometer": 1000.0,
+               "um": 1000.0, "µm": 1000.0, "microns": 1000.0, "millimeters": 1e6, "mm": 1e6}
+
+
+def _nm_factor(wavelengths: np.ndarray, units: str | None) -> float:
+    """Factor converting ``wavelengths`` (and their FWHMs) to nanometres."""
+    key = (units or "").strip().lower()
+    if key in _UNIT_TO_NM:
+        return _UNIT_TO_NM[key]
+    # Unknown units: hyperspectral wavelengths in µm are below ~3, in nm above ~300.
+    return 1000.0 if np.nanmax(wavelengths) < 100 else 1.0
+
+
+def _envi_list(text: str | None) -> list[str] | None:
+    if not text:
+        return None
+    items = [s.strip() for s in text.strip().strip("{}").split(",")]
+    return [s for s in items if s] or None
+
+
+def _spectral_metadata(ds: gdal.Dataset) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
+    n = ds.RasterCount
+    bands = [ds.GetRasterBand(i + 1) for i in range(n)]
+    wl = fw = None
+    # 1. GDAL >= 3.10 IMAGERY domain (micrometres).
+    imagery = [b.GetMetadata("IMAGERY") or {} for b in bands]
+    if all("CENTRAL_WAVELENGTH_UM" in m for m in imagery):
+        wl = np.array([float(m["CENTRAL_WAVELENGTH_UM"]) for m in imagery]) * 1000.0
+        if all("FWHM_UM" in m for m in imagery):
+            fw = np.array([float(m["FWHM_UM"]) for m in imagery]) * 1000.0
+    md = [b.GetMetadata() or {} for b in bands]
+    # 2. EnMAP-Box band-level default domain.
+    if wl is None and all("wavelength" in m for m in md):
+        wl = np.array([float(m["wavelength"]) for m in md])
+        factor = _nm_factor(wl, md[0].get("wavelength_units"))
+        wl = wl * factor
+        if all("fwhm" in m for m in md):
+            fw = np.array([float(m["fwhm"]) for m in md]) * factor
+    bbl = None
+    if all("bbl" in m for m in md):
+        bbl = np.array([float(m["bbl"]) == 0 for m in md])
+    # 3. ENVI dataset-level lists.
+    envi = ds.GetMetadata("ENVI") or {}
+    units = envi.get("wavelength_units") or envi.get("wavelength units")
+    if wl is None and (lst := _envi_list(envi.get("wavelength"))) and len(lst) == n:
+        wl = np.array([float(v) for v in lst])
+        wl = wl * _nm_factor(wl, units)
+    if wl is not None and fw is None and (f := _envi_list(envi.get("fwhm"))) and len(f) == n:
+        raw = _envi_list(envi.get("wavelength"))
+        factor = _nm_factor(np.array([float(v) for v in raw]), units) if raw and len(raw) == n else 1.0
+        fw = np.array([float(v) for v in f]) * factor
+    if bbl is None and (b := _envi_list(envi.get("bbl"))) and len(b) == n:
+        bbl = np.array([float(v) == 0 for v in b])
+    return wl, fw, bbl
+
+
+def _open(path: str | os.PathLike) -> gdal.Dataset:
+    path = str(path)
+    if not os.path.exists(path) and not path.startswith("/vsi"):
+        raise RasterError(f"{path}: no such file")
+    try:
+        ds = gdal.Open(path, gdal.GA_ReadOnly)
+    except RuntimeError as exc:
+        raise RasterError(f"{path}: GDAL cannot open it as a raster ({exc})") from exc
+    if ds is None or ds.RasterCount == 0:
+        raise RasterError(f"{path}: not a raster with at least one band")
+    return ds
+
+
+def _meta_from_dataset(ds: gdal.Dataset, path: str) -> RasterMeta:
+    n = ds.RasterCount
+    bands = [ds.GetRasterBand(i + 1) for i in range(n)]
+    wl, fw, bbl = _spectral_metadata(ds)
+    names = [b.GetDescription() or f"Band {i + 1}" for i, b in enumerate(bands)]
+    return RasterMeta(
+        path=path,
+        shape=(n, ds.RasterYSize, ds.RasterXSize),
+        geotransform=tuple(ds.GetGeoTransform()),
+        crs_wkt=ds.GetProjection() or "",
+        nodata=[b.GetNoDataValue() for b in bands],
+        dtype=gdal.GetDataTypeName(bands[0].DataType),
+        band_names=names,
+        wavelengths=wl,
+        fwhm=fw,
+        bad_bands=bbl,
+        scales=[b.GetScale() if b.GetScale() is not None else 1.0 for b in bands],
+        offsets=[b.GetOffset() if b.GetOffset() is not None else 0.0 for b in bands],
+    )
+
+
+def read_meta(path: str | os.PathLike) -> RasterMeta:
+    """Metadata of a raster without reading its pixels."""
+    ds = _open(path)
+    return _meta_from_dataset(ds, str(path))
+
+
+def valid_mask(array: np.ndarray, meta: RasterMeta | None = None) -> np.ndarray:
+    """``(rows, cols)`` bool: True where every good band of ``array`` (already NaN-masked) is finite."""
+    good = array if meta is None or meta.bad_bands is None else array[meta.good_bands]
+    if good.shape[0] == 0:
+        good = array
+    return np.isfinite(good).all(axis=0)
+
+
+class RasterReader:
+    """Windowed reader: ``with RasterReader(path) as r: a = r.read(Window(...))``."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = str(path)
+        self._ds = _open(path)
+        self.meta = _meta_from_dataset(self._ds, self.path)
+
+    def __enter__(self) -> RasterReader:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._ds = None
+
+    def read(self, window: Window | None = None, bands: list[int] | None = None) -> np.ndarray:
+        """Read float32 ``(len(bands), height, width)``; nodata -> NaN, scale/offset applied.
+
+        ``bands`` are 0-based indices (all by default). Parts of the window outside the raster
+        are filled with NaN, so callers can read tiles with a halo at the edges.
+        """
+        m = self.meta
+        w = window or Window(0, 0, m.cols, m.rows)
+        idx = list(range(m.bands)) if bands is None else list(bands)
+        out = np.full((len(idx), w.height, w.width), np.nan, np.float32)
+        c0, r0 = max(w.col_off, 0), max(w.row_off, 0)
+        c1, r1 = min(w.col_off + w.width, m.cols), min(w.row_off + w.height, m.rows)
+        if c1 <= c0 or r1 <= r0:
+            return out
+        for k, b in enumerate(idx):
+            band = self._ds.GetRasterBand(b + 1)
+            a = band.ReadAsArray(c0, r0, c1 - c0, r1 - r0).astype(np.float32)
+            nd = m.nodata[b]
+            if nd is not None:
+                a[a == np.float32(nd)] = np.nan
+            if m.scales[b] != 1.0 or m.offsets[b] != 0.0:
+                a = a * np.float32(m.scales[b]) + np.float32(m.offsets[b])
+            out[k, r0 - w.row_off:r1 - w.row_off, c0 - w.col_off:c1 - w.col_off] = a
+        return out
+
+
+def read_raster(
+    path: str | os.PathLike, window: Window | None = None, bands: list[int] | None = None
+) -> tuple[np.ndarray, RasterMeta]:
+    """Read a raster (or a window of it) as float32 ``(bands, rows, cols)`` and its metadata.
+
+    The returned metadata's ``valid`` holds the validity mask of the returned array.
+    """
+    with RasterReader(path) as r:
+        array = r.read(window, bands)
+        meta = r.meta
+    meta.valid = valid_mask(array, meta if bands is None else None)
+    return array, meta
+
+
+def iter_windows(rows: int, cols: int, block: int | tuple[int, int]) -> Iterator[Window]:
+    """Row-major windows of at most ``block`` pixels covering a ``rows x cols`` grid."""
+    bh, bw = (block, block) if isinstance(block, int) else block
+    for r in range(0, rows, bh):
+        for c in range(0, cols, bw):
+            yield Window(c, r, min(bw, cols - c), min(bh, rows - r))
+
+
+# --------------------------------------------------------------------------- writing
+
+_NP_TO_GDAL = {"float32": gdal.GDT_Float32, "float64": gdal.GDT_Float64, "int16": gdal.GDT_Int16,
+               "uint16": gdal.GDT_UInt16, "uint8": gdal.GDT_Byte, "int32": gdal.GDT_Int32}
+
+
+def _temp_path(path: Path) -> Path:
+    return path.with_name(f".{path.stem}.partial-{uuid.uuid4().hex[:8]}{path.suffix or '.tif'}")
+
+
+class RasterWriter:
+    """Windowed GeoTIFF writer that publishes the file only when closed without error.
+
+    ``shape`` is ``(bands, rows, cols)``; float32 by default, tiled 256 x 256, DEFLATE with the
+    floating-point predictor, BIGTIFF when the uncompressed size could pass 4 GB. Written arrays
+    may hold NaN: they become ``nodata`` (NaN itself when ``nodata`` is None for a float type).
+    Use as a context manager; on an exception the temporary file is deleted.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        shape: tuple[int, int, int],
+        geotransform: tuple[float, ...] | None = None,
+        crs_wkt: str = "",
+        nodata: float | None = None,
+        band_names: list[str] | None = None,
+        wavelengths: np.ndarray | list[float] | None = None,
+        fwhm: np.ndarray | list[float] | None = None,
+        bad_bands: np.ndarray | list[bool] | None = None,
+        dtype: str = "float32",
+        metadata: dict[str, str] | None = None,
+    ):
+        self.path = Path(path)
+        self.shape = tuple(int(s) for s in shape)
+        bands, rows, cols = self.shape
+        if not self.path.parent.exists():
+            raise RasterError(f"{self.path}: the output folder {self.path.parent} does not exist")
+        if not os.access(self.path.parent, os.W_OK):
+            raise RasterError(f"{self.path}: the output folder {self.path.parent} is not writable")
+        if dtype not in _NP_TO_GDAL:
+            raise RasterError(f"{self.path}: unsupported data type {dtype}")
+        self.dtype = np.dtype(dtype)
+        self.nodata = nodata
+        self._tmp = _temp_path(self.path)
+        nbytes = bands * rows * cols * self.dtype.itemsize
+        opts = ["TILED=YES", "BLOCKXSIZE=256", "BLOCKYSIZE=256", "COMPRESS=DEFLATE",
+                f"PREDICTOR={3 if self.dtype.kind == 'f' else 2}", f"BIGTIFF={'YES' if nbytes > 3.5e9 else 'IF_SAFER'}",
+                "INTERLEAVE=BAND" if bands > 4 else "INTERLEAVE=PIXEL"]
+        drv = gdal.GetDriverByName("GTiff")
+        try:
+            self._ds = drv.Create(str(self._tmp), cols, rows, bands, _NP_TO_GDAL[dtype], opts)
+        except RuntimeError as exc:
+            raise RasterError(f"{self.path}: cannot create the output ({exc})") from exc
+        if geotransform is not None:
+            self._ds.SetGeoTransform(tuple(geotransform))
+        if crs_wkt:
+            self._ds.SetProjection(crs_wkt)
+        if metadata:
+            self._ds.SetMetadata({str(k): str(v) for k, v in metadata.items()})
+        self._set_band_metadata(band_names, wavelengths, fwhm, bad_bands)
+
+    def _set_band_metadata(self, names, wavelengths, fwhm, bad_bands) -> None:
+        bands = self.shape[0]
+        for key, seq in (("band_names", names), ("wavelengths", wavelengths), ("fwhm", fwhm), ("bad_bands", bad_bands)):
+            if seq is not None and len(seq) != bands:
+                raise RasterError(f"{self.path}: {len(seq)} {key} given for {bands} bands")
+        for i in range(bands):
+            band = self._ds.GetRasterBand(i + 1)
+            if self.nodata is not None:
+                band.SetNoDataValue(float(self.nodata))
+            elif self.dtype.kind == "f":
+                band.SetNoDataValue(float("nan"))
+            if names is not None:
+                band.SetDescription(str(names[i]))
+            md, imagery = {}, {}
+            if wavelengths is not None and np.isfinite(wavelengths[i]):
+                md.update(wavelength=f"{float(wavelengths[i]):.4f}", wavelength_units="Nanometers")
+                imagery["CENTRAL_WAVELENGTH_UM"] = f"{float(wavelengths[i]) / 1000:.7f}"
+                if fwhm is not None and np.isfinite(fwhm[i]):
+                    md["fwhm"] = f"{float(fwhm[i]):.4f}"
+                    imagery["FWHM_UM"] = f"{float(fwhm[i]) / 1000:.7f}"
+            if bad_bands is not None:
+                md["bbl"] = "0" if bad_bands[i] else "1"
+            if md:
+                band.SetMetadata(md)
+            if imagery:
+                band.SetMetadata(imagery, "IMAGERY")
+
+    def write(self, array: np.ndarray, window: Window | None = None, band_offset: int = 0) -> None:
+        """Write ``(n, height, width)`` at ``window`` into bands ``band_offset .. band_offset + n - 1``."""
+        if self._ds is None:
+            raise RasterError(f"{self.path}: writer already closed")
+        array = np.asarray(array)
+        if array.ndim == 2:
+            array = array[None]
+        w = window or Window(0, 0, self.shape[2], self.shape[1])
+        if array.shape[1:] != (w.height, w.width):
+            raise RasterError(f"{self.path}: array {array.shape} does not fit window {tuple(w)}")
+        for k in range(array.shape[0]):
+            a = array[k]
+            if self.nodata is not None and self.dtype.kind == "f":
+                a = np.where(np.isfinite(a), a, self.nodata)
+            self._ds.GetRasterBand(band_offset + k + 1).WriteArray(a.astype(self.dtype, copy=False), w.col_off, w.row_off)
+
+    def commit(self) -> Path:
+        """Flush, close and rename the temporary file onto the target path."""
+        ds, self._ds = self._ds, None
+        ds.FlushCache()
+        ds = None  # noqa: F841 (closing a GDAL dataset = dropping the last reference)
+        os.replace(self._tmp, self.path)
+        aux = Path(str(self._tmp) + ".aux.xml")
+        if aux.exists():
+            os.replace(aux, Path(str(self.path) + ".aux.xml"))
+        return self.path
+
+    def abort(self) -> None:
+        """Drop the temporary file; the target path is left untouched."""
+        self._ds = None
+        for p in (self._tmp, Path(str(self._tmp) + ".aux.xml")):
+            if p.exists():
+                p.unlink()
+
+    def __enter__(self) -> RasterWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.abort()
+
+
+def write_raster(path: str | os.PathLike, array: np.ndarray, meta: RasterMeta | None = None, **overrides) -> Path:
+    """Write a whole ``(bands, rows, cols)`` array, taking georeference and spectral metadata from ``meta``.
+
+    Keyword ``overrides`` (``geotransform``, ``crs_wkt``, ``nodata``, ``band_names``,
+    ``wavelengths``, ``fwhm``, ``bad_bands``, ``dtype``, ``metadata``) replace what ``meta`` gives.
+    """
+    kw: dict = {}
+    if meta is not None:
+        nd = next((v for v in meta.nodata if v is not None), None)
+        kw = dict(geotransform=meta.geotransform, crs_wkt=meta.crs_wkt, nodata=nd, band_names=meta.band_names,
+                  wavelengths=meta.wavelengths, fwhm=meta.fwhm, bad_bands=meta.bad_bands)
+    kw.update(overrides)
+    with RasterWriter(path, array.shape, **kw) as w:
+        w.write(array)
+    return Path(path)
+
+
+def subset_meta(meta: RasterMeta, bands: list[int] | np.ndarray) -> RasterMeta:
+    """Metadata for a subset of bands (0-based indices)."""
+    idx = [int(i) for i in (np.flatnonzero(bands) if np.asarray(bands).dtype == bool else bands)]
+
+    def pick(a):
+        return None if a is None else np.asarray(a)[idx]
+
+    return replace(
+        meta,
+        shape=(len(idx), meta.rows, meta.cols),
+        nodata=[meta.nodata[i] for i in idx],
+        band_names=[meta.band_names[i] for i in idx],
+        wavelengths=pick(meta.wavelengths),
+        fwhm=pick(meta.fwhm),
+        bad_bands=pick(meta.bad_bands),
+        scales=[meta.scales[i] for i in idx],
+        offsets=[meta.offsets[i] for i in idx],
+    )
+
+
+def describe_crs(wkt: str) -> str:
+    """A short CRS label for messages (``EPSG:32633`` or the CRS name), or ``no CRS``."""
+    if not wkt:
+        return "no CRS"
+    srs = osr.SpatialReference()
+    srs.ImportFromWkt(wkt)
+    code = srs.GetAuthorityCode(None)
+    name = srs.GetName() or re.sub(r"\s+", " ", wkt[:40])
+    return f"EPSG:{code} ({name})" if code else name
