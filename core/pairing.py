@@ -70,7 +70,7 @@ def check_pair(
     mn = f"HR-MSI layer '{msi_name or os.path.basename(mm.path)}'"
 
     for name, m in ((ln, lm), (mn, mm)):
-        gt = m.geotransform
+        gt = m.north_up_geotransform
         if gt[2] != 0 or gt[4] != 0:
             raise PairError(f"{name} is rotated (geotransform {gt}); warp it to a north-up grid first")
         if gt[1] <= 0 or gt[5] >= 0:
@@ -97,7 +97,7 @@ def check_pair(
 
     # Extents (left, top, right, bottom) and their intersection.
     def extent(m: RasterMeta) -> tuple[float, float, float, float]:
-        gt = m.geotransform
+        gt = m.north_up_geotransform
         return gt[0], gt[3], gt[0] + m.cols * gt[1], gt[3] + m.rows * gt[5]
 
     la, ma = extent(lm), extent(mm)
@@ -127,3 +127,29 @@ def check_pair(
     mr0 = round((ma[1] - (la[1] - r0 * ly)) / my)
     msi_window = Window(mc0, mr0, lr_window.width * scale, lr_window.height * scale)
     return PairGeometry(scale, lr_window, msi_window, mm.window_geotransform(msi_window), mm.crs_wkt)
+
+
+def align_same_grid(
+    a: str | os.PathLike | RasterMeta, b: str | os.PathLike | RasterMeta, a_name: str, b_name: str, rel_tol: float = 1e-3
+) -> tuple[Window, Window]:
+    """Windows of two rasters on the same pixel grid that cover their common area.
+
+    Used to score a result against a reference: both need the same pixel size and aligned
+    grids (a result written on the common area of a pair sits inside the reference).
+    """
+    am, bm = _meta(a), _meta(b)
+    ga, gb = am.north_up_geotransform, bm.north_up_geotransform
+    if abs(ga[1] - gb[1]) > rel_tol * abs(ga[1]) or abs(ga[5] - gb[5]) > rel_tol * abs(ga[5]):
+        raise PairError(f"{a_name} has {abs(ga[1]):g} x {abs(ga[5]):g} pixels but {b_name} has "
+                        f"{abs(gb[1]):g} x {abs(gb[5]):g}: they must share a pixel grid")
+    if am.crs_wkt and bm.crs_wkt and not _same_crs(am.crs_wkt, bm.crs_wkt):
+        raise PairError(f"CRS mismatch: {a_name} is in {describe_crs(am.crs_wkt)} but {b_name} is in {describe_crs(bm.crs_wkt)}")
+    dx, dy = (gb[0] - ga[0]) / ga[1], (gb[3] - ga[3]) / ga[5]
+    if abs(dx - round(dx)) > 0.01 or abs(dy - round(dy)) > 0.01:
+        raise PairError(f"the grids of {a_name} and {b_name} are not aligned (offset {dx:.3f}, {dy:.3f} pixels)")
+    dx, dy = round(dx), round(dy)
+    c0, r0 = max(0, dx), max(0, dy)
+    c1, r1 = min(am.cols, dx + bm.cols), min(am.rows, dy + bm.rows)
+    if c1 <= c0 or r1 <= r0:
+        raise PairError(f"{a_name} and {b_name} do not overlap")
+    return Window(c0, r0, c1 - c0, r1 - r0), Window(c0 - dx, r0 - dy, c1 - c0, r1 - r0)

@@ -107,8 +107,18 @@ class RasterMeta:
         """``(bands,)`` bool, True for bands not flagged bad."""
         return np.ones(self.bands, bool) if self.bad_bands is None else ~self.bad_bands
 
-    def window_geotransform(self, window: Window) -> tuple[float, ...]:
+    @property
+    def north_up_geotransform(self) -> tuple[float, ...]:
+        """The geotransform, or a local north-up pixel grid ``(0, 1, 0, 0, 0, -1)`` for a file without one.
+
+        GDAL reports ``(0, 1, 0, 0, 0, 1)`` for an image with no georeference (CAVE, HYDICE...),
+        whose positive pixel height no GIS expects.
+        """
         gt = self.geotransform
+        return (0.0, 1.0, 0.0, 0.0, 0.0, -1.0) if tuple(gt) == (0.0, 1.0, 0.0, 0.0, 0.0, 1.0) else gt
+
+    def window_geotransform(self, window: Window) -> tuple[float, ...]:
+        gt = self.north_up_geotransform
         x = gt[0] + window.col_off * gt[1] + window.row_off * gt[2]
         y = gt[3] + window.col_off * gt[4] + window.row_off * gt[5]
         return (x, gt[1], gt[2], y, gt[4], gt[5])
