@@ -23,6 +23,12 @@ class HsrDiffProvider(QgsProcessingProvider):
     def svgIconPath(self):  # noqa: N802 (QGIS API name)
         return ICON_PATH
 
+    def supportedOutputRasterLayerExtensions(self):  # noqa: N802 (QGIS API name)
+        return ["tif"]
+
+    def defaultRasterFileExtension(self):  # noqa: N802 (QGIS API name)
+        return "tif"
+
     def loadAlgorithms(self):  # noqa: N802 (QGIS API name)
         for cls in algorithm_classes():
             self.addAlgorithm(cls())

@@ -2,6 +2,9 @@
 
 
 def algorithm_classes() -> list:
+    from .assess import AssessAlgorithm
     from .check_dependencies import CheckDependenciesAlgorithm
+    from .estimate import EstimateSensorAlgorithm
+    from .simulate import SimulateAlgorithm
 
-    return [CheckDependenciesAlgorithm]
+    return [SimulateAlgorithm, EstimateSensorAlgorithm, AssessAlgorithm, CheckDependenciesAlgorithm]

@@ -1,13 +1,21 @@
-"""Shared plumbing for the hsrdiff algorithms: naming, grouping, icon and help text."""
+"""Shared plumbing for the hsrdiff algorithms: naming, grouping, icon, help, layers, progress, errors."""
 
-from qgis.core import QgsProcessingAlgorithm
-from qgis.PyQt.QtGui import QIcon
+from __future__ import annotations
+
+import os
+
+from qgis.core import QgsProcessingAlgorithm, QgsProcessingException
 
 from ..provider_icon import ICON_PATH
 
 
 class HsrDiffAlgorithm(QgsProcessingAlgorithm):
-    """Subclasses set ``NAME``, ``DISPLAY``, ``GROUP``, ``GROUP_ID`` and ``HELP``."""
+    """Subclasses set ``NAME``, ``DISPLAY``, ``GROUP``, ``GROUP_ID`` and ``HELP`` and implement ``initAlgorithm``/``execute``.
+
+    ``processAlgorithm`` calls ``execute(parameters, context, feedback)`` and turns the core's
+    ``ValueError``s (bad input: the message names the layer) and cancellations into
+    ``QgsProcessingException``s, so the toolbox, the modeler and ``qgis_process`` show them.
+    """
 
     NAME = ""
     DISPLAY = ""
@@ -31,6 +39,8 @@ class HsrDiffAlgorithm(QgsProcessingAlgorithm):
         return self.HELP
 
     def icon(self):
+        from qgis.PyQt.QtGui import QIcon
+
         return QIcon(ICON_PATH)
 
     def svgIconPath(self):  # noqa: N802 (QGIS API name)
@@ -38,3 +48,44 @@ class HsrDiffAlgorithm(QgsProcessingAlgorithm):
 
     def createInstance(self):  # noqa: N802 (QGIS API name)
         return type(self)()
+
+    # ------------------------------------------------------------------ helpers for subclasses
+
+    def layer_path(self, parameters, name: str, context) -> tuple[str, str]:
+        """``(file path, layer name)`` of a raster parameter; refuses layers GDAL cannot read as files."""
+        layer = self.parameterAsRasterLayer(parameters, name, context)
+        if layer is None:
+            raise QgsProcessingException(f"Parameter {name}: no raster layer given")
+        if layer.providerType() != "gdal":
+            raise QgsProcessingException(f"Layer '{layer.name()}' is a {layer.providerType()} layer; save it as a GeoTIFF first")
+        path = layer.source().split("|")[0]
+        if not (os.path.exists(path) or path.startswith("/vsi")):
+            raise QgsProcessingException(f"Layer '{layer.name()}': its source {path} is not a file")
+        return path, layer.name()
+
+    @staticmethod
+    def progress(feedback):
+        """A :class:`core.progress.Progress` that drives ``feedback`` and honours its cancel button."""
+        from core.progress import Progress
+
+        def report(fraction: float, message: str) -> None:
+            feedback.setProgress(100.0 * fraction)
+            if message:
+                feedback.setProgressText(message)
+
+        return Progress(report, feedback.isCanceled)
+
+    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 (QGIS API name)
+        from core.progress import Cancelled
+
+        try:
+            return self.execute(parameters, context, feedback)
+        except Cancelled as exc:
+            raise QgsProcessingException("Cancelled by the user; no output was written") from exc
+        except QgsProcessingException:
+            raise
+        except (ValueError, OSError) as exc:
+            raise QgsProcessingException(str(exc)) from exc
+
+    def execute(self, parameters, context, feedback) -> dict:
+        raise NotImplementedError

@@ -22,7 +22,7 @@ class CheckDependenciesAlgorithm(HsrDiffAlgorithm):
     def initAlgorithm(self, config=None):  # noqa: N802 (QGIS API name)
         self.addOutput(QgsProcessingOutputString(self.REPORT, "Dependency report"))
 
-    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 (QGIS API name)
+    def execute(self, parameters, context, feedback):
         lines = []
         missing = []
         for dep in report():
