@@ -36,3 +36,10 @@ def response_for(
         bands = list(default_msi_bands(str(sensor)))
     valid = hsi.good_bands if bands_mask is None else hsi.good_bands & bands_mask
     return spectral_response(sensor, hsi.wavelengths, hsi.fwhm, bands=bands, valid_bands=valid)
+
+
+def hr_valid_mask(lr: np.ndarray, msi: np.ndarray, scale: int) -> np.ndarray:
+    """``(rows, cols)`` HR-grid mask: the MSI pixel is finite and so is its LR pixel (all given bands)."""
+    lr_ok = np.isfinite(lr).all(axis=0)
+    lr_ok = np.repeat(np.repeat(lr_ok, scale, axis=0), scale, axis=1)
+    return lr_ok & np.isfinite(msi).all(axis=0)

@@ -4,7 +4,8 @@
 def algorithm_classes() -> list:
     from .assess import AssessAlgorithm
     from .check_dependencies import CheckDependenciesAlgorithm
+    from .classical import ClassicalFusionAlgorithm
     from .estimate import EstimateSensorAlgorithm
     from .simulate import SimulateAlgorithm
 
-    return [SimulateAlgorithm, EstimateSensorAlgorithm, AssessAlgorithm, CheckDependenciesAlgorithm]
+    return [ClassicalFusionAlgorithm, SimulateAlgorithm, EstimateSensorAlgorithm, AssessAlgorithm, CheckDependenciesAlgorithm]
