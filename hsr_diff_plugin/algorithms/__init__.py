@@ -7,5 +7,7 @@ def algorithm_classes() -> list:
     from .classical import ClassicalFusionAlgorithm
     from .estimate import EstimateSensorAlgorithm
     from .simulate import SimulateAlgorithm
+    from .superresolve import SuperResolveAlgorithm
 
-    return [ClassicalFusionAlgorithm, SimulateAlgorithm, EstimateSensorAlgorithm, AssessAlgorithm, CheckDependenciesAlgorithm]
+    return [SuperResolveAlgorithm, ClassicalFusionAlgorithm, SimulateAlgorithm, EstimateSensorAlgorithm, AssessAlgorithm,
+            CheckDependenciesAlgorithm]

@@ -1,0 +1,93 @@
+"""Algorithm: super-resolve an LR-HSI with an HR-MSI and an exported HSR-Diff model (ONNX Runtime)."""
+
+from qgis.core import (
+    QgsProcessingParameterDefinition,
+    QgsProcessingParameterEnum,
+    QgsProcessingParameterFile,
+    QgsProcessingParameterNumber,
+    QgsProcessingParameterRasterDestination,
+    QgsProcessingParameterRasterLayer,
+)
+
+from ..dependencies import require
+from .base import HsrDiffAlgorithm
+
+SAMPLERS = ["ddim", "ancestral"]
+DEVICES = ["auto", "cpu", "cuda"]
+
+
+class SuperResolveAlgorithm(HsrDiffAlgorithm):
+    NAME = "superresolve"
+    DISPLAY = "Super-resolve hyperspectral image (HSR-Diff)"
+    GROUP = "Super-resolution"
+    GROUP_ID = "superresolution"
+    HELP = (
+        "Fuses a low-resolution hyperspectral image (LR-HSI) with a high-resolution multispectral image (HR-MSI) of the "
+        "same place into a high-resolution hyperspectral image with a conditional diffusion model (HSR-Diff CDFormer, "
+        "exported to ONNX): it starts from Gaussian noise and denoises it step by step, guided by both images.<br>"
+        "<b>Model</b>: an .onnx file written by <i>Train HSR-Diff model</i> (or a bundled one); its metadata must match "
+        "the layers (band counts, scale factor) or the run is refused with the reason.<br>"
+        "<b>Sampler</b>: DDIM (deterministic with eta 0; default 25 steps) or the paper's ancestral sampler (at most "
+        "100 steps). <b>Samples</b> &gt; 1 averages several seeded samples and can write their per-pixel standard "
+        "deviation as an <b>uncertainty</b> raster.<br><b>Tile size</b> and <b>overlap</b> (HR pixels) bound memory: "
+        "tiles are blended with a smooth window and share one noise field, so there are no seams. <b>Device</b>: auto "
+        "uses CUDA/TensorRT when ONNX Runtime can, else the CPU; the log says which ran.<br>The output covers the "
+        "common area on the MSI grid, keeps the HSI wavelengths and is nodata where either input is. Needs numpy, GDAL "
+        "and onnxruntime (see <i>Check dependencies</i>)."
+    )
+
+    def initAlgorithm(self, config=None):  # noqa: N802 (QGIS API name)
+        self.addParameter(QgsProcessingParameterRasterLayer("LR_HSI", "Low-resolution hyperspectral image"))
+        self.addParameter(QgsProcessingParameterRasterLayer("HR_MSI", "High-resolution multispectral image"))
+        self.addParameter(QgsProcessingParameterFile("MODEL", "HSR-Diff model (.onnx)", extension="onnx"))
+        self.addParameter(QgsProcessingParameterEnum("SAMPLER", "Sampler", options=["DDIM", "Ancestral (paper)"], defaultValue=0))
+        self.addParameter(QgsProcessingParameterNumber("STEPS", "Denoising steps", QgsProcessingParameterNumber.Integer, 25,
+                                                       minValue=1, maxValue=100))
+        self.addParameter(QgsProcessingParameterNumber("SEED", "Random seed", QgsProcessingParameterNumber.Integer, 0))
+        self.addParameter(QgsProcessingParameterNumber("SAMPLES", "Number of samples (averaged)",
+                                                       QgsProcessingParameterNumber.Integer, 1, minValue=1, maxValue=64))
+        self.addParameter(QgsProcessingParameterNumber("TILE", "Tile size (HR pixels)", QgsProcessingParameterNumber.Integer,
+                                                       256, minValue=32, maxValue=4096))
+        self.addParameter(QgsProcessingParameterNumber("OVERLAP", "Tile overlap (HR pixels)", QgsProcessingParameterNumber.Integer,
+                                                       32, minValue=0, maxValue=1024))
+        self.addParameter(QgsProcessingParameterEnum("DEVICE", "Device", options=["Auto (GPU when available)", "CPU", "CUDA"],
+                                                     defaultValue=0))
+        eta = QgsProcessingParameterNumber("ETA", "DDIM eta (0 = deterministic)", QgsProcessingParameterNumber.Double, 0.0,
+                                           minValue=0.0, maxValue=1.0)
+        eta.setFlags(eta.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+        self.addParameter(eta)
+        self.addParameter(QgsProcessingParameterRasterDestination("OUTPUT", "Super-resolved HR-HSI"))
+        self.addParameter(QgsProcessingParameterRasterDestination("UNCERTAINTY", "Uncertainty (per-pixel std of the samples)",
+                                                                  optional=True, createByDefault=False))
+
+    def execute(self, parameters, context, feedback):
+        require("numpy", "osgeo.gdal", "onnxruntime", purpose="Super-resolution")
+        from export.superresolve import superresolve
+
+        lr, lr_name = self.layer_path(parameters, "LR_HSI", context)
+        msi, msi_name = self.layer_path(parameters, "HR_MSI", context)
+        model = self.parameterAsFile(parameters, "MODEL", context)
+        out = self.parameterAsOutputLayer(parameters, "OUTPUT", context)
+        unc = self.parameterAsOutputLayer(parameters, "UNCERTAINTY", context) if parameters.get("UNCERTAINTY") else None
+        prog = self.progress(feedback)
+        res = superresolve(
+            lr, msi, model, out,
+            steps=self.parameterAsInt(parameters, "STEPS", context),
+            sampler=SAMPLERS[self.parameterAsEnum(parameters, "SAMPLER", context)],
+            eta=self.parameterAsDouble(parameters, "ETA", context),
+            seed=self.parameterAsInt(parameters, "SEED", context),
+            samples=self.parameterAsInt(parameters, "SAMPLES", context),
+            tile=self.parameterAsInt(parameters, "TILE", context),
+            overlap=self.parameterAsInt(parameters, "OVERLAP", context),
+            device=DEVICES[self.parameterAsEnum(parameters, "DEVICE", context)],
+            uncertainty_path=unc, progress=prog.report, cancel=feedback.isCanceled,
+            lr_name=lr_name, msi_name=msi_name,
+        )
+        for note in res.notes:
+            feedback.pushWarning(note)
+        feedback.pushInfo(f"{res.bands} bands, {res.cols} x {res.rows} px (scale {res.scale}), {res.tiles} tile(s), "
+                          f"{res.steps} {res.sampler} steps x {res.samples} sample(s) in {res.seconds:.1f} s on {res.provider_info}")
+        outputs = {"OUTPUT": out}
+        if unc:
+            outputs["UNCERTAINTY"] = unc
+        return outputs
