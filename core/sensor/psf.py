@@ -1,0 +1,78 @@
+"""Point spread functions (PSFs) of the spatial degradation model (numpy only).
+
+A PSF is a ``(k, k)`` kernel, summing to 1, with ``k >= scale`` and ``k % 2 == scale % 2`` so that
+reflect-padding by ``(k - scale) // 2`` and correlating with stride ``scale`` centres each kernel on
+its ``scale x scale`` HR block (see ``docs/ARCHITECTURE.md``, sensor-model conventions).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+__all__ = ["FWHM_TO_SIGMA", "sigma_for_scale", "gaussian_psf", "as_psf", "halo"]
+
+# sigma = FWHM / (2 sqrt(2 ln 2)) = FWHM / 2.3548
+FWHM_TO_SIGMA = 1.0 / (2.0 * math.sqrt(2.0 * math.log(2.0)))
+
+
+def sigma_for_scale(scale: int) -> float:
+    """Default Gaussian PSF standard deviation in HR pixels: FWHM equal to ``scale`` HR pixels."""
+    _check_scale(scale)
+    return float(scale) * FWHM_TO_SIGMA
+
+
+def gaussian_psf(scale: int, sigma: float | None = None) -> np.ndarray:
+    """Isotropic Gaussian PSF, float64 ``(k, k)`` summing to 1.
+
+    ``sigma`` is in HR pixels (default :func:`sigma_for_scale`). The kernel is the Gaussian sampled
+    at pixel centres (as MATLAB's ``fspecial('gaussian')``), centred at ``(k - 1) / 2``, with the
+    smallest ``k >= max(scale, 6 sigma)`` whose parity is that of ``scale`` (support about +-3 sigma).
+    """
+    _check_scale(scale)
+    if sigma is None:
+        sigma = sigma_for_scale(scale)
+    sigma = float(sigma)
+    if not sigma > 0:
+        raise ValueError(f"PSF sigma must be > 0 HR pixels, got {sigma}")
+    k = max(int(scale), int(math.ceil(6.0 * sigma - 1e-9)))
+    if k % 2 != scale % 2:
+        k += 1
+    x = np.arange(k, dtype=np.float64) - (k - 1) / 2.0
+    g = np.exp(-0.5 * (x / sigma) ** 2)
+    g /= g.sum()
+    return np.outer(g, g)
+
+
+def as_psf(psf: np.ndarray | float | None, scale: int) -> np.ndarray:
+    """Validate a PSF argument: ``None`` (default Gaussian), a sigma in HR pixels, or a kernel.
+
+    Returns a float64 ``(k, k)`` kernel normalised to sum 1; raises ``ValueError`` if the kernel
+    breaks the size/parity convention.
+    """
+    _check_scale(scale)
+    if psf is None:
+        return gaussian_psf(scale)
+    if np.isscalar(psf):
+        return gaussian_psf(scale, float(psf))
+    k = np.asarray(psf, dtype=np.float64)
+    if k.ndim != 2 or k.shape[0] != k.shape[1]:
+        raise ValueError(f"PSF must be a square 2-D kernel, got shape {k.shape}")
+    n = k.shape[0]
+    if n < scale or n % 2 != scale % 2:
+        raise ValueError(f"PSF size {n} must be >= scale {scale} and have the parity of the scale")
+    total = k.sum()
+    if not np.isfinite(total) or total <= 0:
+        raise ValueError("PSF must have a positive, finite sum")
+    return k / total
+
+
+def halo(scale: int, psf: np.ndarray | float | None = None) -> int:
+    """HR pixels of context each side of an HR block that the PSF reads: ``(k - scale) // 2``."""
+    return (as_psf(psf, scale).shape[0] - scale) // 2
+
+
+def _check_scale(scale: int) -> None:
+    if int(scale) != scale or scale < 1:
+        raise ValueError(f"scale must be a positive integer, got {scale}")

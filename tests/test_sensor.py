@@ -1,0 +1,228 @@
+"""Sensor model: PSF, spatial/spectral degradation, response curves, simulation and estimation."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from core.raster_io import read_raster
+from core.sensor import (
+    SpectralResponse,
+    default_msi_bands,
+    degrade_spatial,
+    degrade_spatial_window,
+    degrade_spectral,
+    estimate_psf_sigma,
+    estimate_srf,
+    gaussian_psf,
+    halo,
+    halo_window,
+    list_sensors,
+    load_srf_csv,
+    sigma_for_scale,
+    simulate_pair,
+    spectral_response,
+)
+from core.sensor.srf import SRF_DIR
+
+
+@pytest.fixture(scope="module")
+def enmap(shared_data):
+    """EnMAP Potsdam crop without its bad bands (reflectance x 1e4 -> 0..1), and its metadata."""
+    cube, meta = read_raster(shared_data / "enmap_potsdam_southeast.tif")
+    good = meta.good_bands
+    return cube[good] / 10000.0, meta.wavelengths[good], meta.fwhm[good], meta
+
+
+@pytest.fixture(scope="module")
+def s2(enmap):
+    _, wl, fwhm, _ = enmap
+    return spectral_response("sentinel2", wl, fwhm, bands=default_msi_bands("sentinel2"))
+
+
+def _reference_degrade(cube: np.ndarray, scale: int, psf: np.ndarray) -> np.ndarray:
+    """The ARCHITECTURE.md formula written out literally (slow, float64)."""
+    k = psf.shape[0]
+    p = (k - scale) // 2
+    rows, cols = cube.shape[1] // scale * scale, cube.shape[2] // scale * scale
+    pad = np.pad(cube[:, :rows, :cols].astype(np.float64), ((0, 0), (p, p), (p, p)), mode="reflect")
+    out = np.zeros((cube.shape[0], rows // scale, cols // scale))
+    for i in range(rows // scale):
+        for j in range(cols // scale):
+            out[:, i, j] = np.sum(pad[:, i * scale:i * scale + k, j * scale:j * scale + k] * psf, axis=(1, 2))
+    return out
+
+
+# --------------------------------------------------------------------------- PSF
+
+
+@pytest.mark.parametrize("scale", [1, 2, 3, 4, 5, 8, 16])
+def test_gaussian_psf_convention(scale):
+    k = gaussian_psf(scale)
+    assert k.shape[0] == k.shape[1] >= scale
+    assert k.shape[0] % 2 == scale % 2
+    assert k.sum() == pytest.approx(1.0, abs=1e-12)
+    assert np.allclose(k, k.T) and np.allclose(k, k[::-1, ::-1])
+    sigma = sigma_for_scale(scale)
+    assert sigma == pytest.approx(scale / (2 * math.sqrt(2 * math.log(2))))
+    # support about +-3 sigma: the kernel spans at least 6 sigma and at most 6 sigma + 2 px
+    assert 6 * sigma - 1e-9 <= k.shape[0] <= max(scale, 6 * sigma + 2)
+    # the sampled kernel has the requested width (1-D second moment)
+    x = np.arange(k.shape[0]) - (k.shape[0] - 1) / 2
+    if scale >= 2:
+        assert math.sqrt(np.sum(k.sum(axis=1) * x**2)) == pytest.approx(sigma, rel=0.03)
+
+
+def test_psf_rejects_bad_kernels():
+    with pytest.raises(ValueError):
+        degrade_spatial(np.zeros((1, 8, 8), np.float32), 4, np.ones((5, 5)))  # wrong parity
+    with pytest.raises(ValueError):
+        gaussian_psf(4, sigma=0.0)
+    assert halo(4) == (gaussian_psf(4).shape[0] - 4) // 2
+
+
+# --------------------------------------------------------------------------- spatial degradation
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_degrade_matches_the_written_formula(scale):
+    rng = np.random.default_rng(scale)
+    cube = rng.random((2, 5 * scale + 1, 5 * scale - 1)).astype(np.float32)
+    for psf in (gaussian_psf(scale), gaussian_psf(scale, 0.7 * scale), rng.random((scale + 2, scale + 2))):
+        psf = psf / psf.sum()
+        got = degrade_spatial(cube, scale, psf)
+        assert got.shape == (2, 5, 4) and got.dtype == np.float32
+        np.testing.assert_allclose(got, _reference_degrade(cube, scale, psf), rtol=1e-5, atol=1e-6)
+
+
+def test_degrade_constant_symmetry_and_energy(enmap):
+    cube = enmap[0][:20, :, :61]  # 61 cols: cropped to a multiple of the scale
+    for scale in (4, 8):
+        lr = degrade_spatial(cube, scale)
+        assert lr.shape == (20, 128 // scale, 61 // scale)
+        const = np.full((3, 24, 40), 7.5, np.float32)
+        np.testing.assert_allclose(degrade_spatial(const, scale), 7.5, rtol=1e-6)
+        # kernel centred on its block: degrading a flipped image flips the result
+        c = cube[:, :, :56]
+        lr = degrade_spatial(c, scale)
+        np.testing.assert_allclose(degrade_spatial(c[:, ::-1, ::-1], scale), lr[:, ::-1, ::-1], rtol=1e-5, atol=1e-6)
+        # energy: a box PSF conserves it exactly, the Gaussian up to the edge reflection
+        box = np.ones((scale, scale)) / scale**2
+        assert degrade_spatial(c, scale, box).sum() * scale**2 == pytest.approx(c.sum(), rel=1e-5)
+        assert lr.sum() * scale**2 == pytest.approx(c.sum(), rel=1e-2)
+
+
+def test_windowed_degradation_is_identical(enmap):
+    cube = enmap[0][:8]
+    scale = 4
+    psf = gaussian_psf(scale)
+    full = degrade_spatial(cube, scale, psf)
+    n_r, n_c = full.shape[1:]
+    for lr_r0, lr_c0, lr_rows, lr_cols in [(0, 0, 5, 4), (3, 2, 7, 5), (n_r - 6, n_c - 3, 6, 3), (0, 0, n_r, n_c), (10, 0, 1, 1)]:
+        w = halo_window(lr_r0, lr_c0, lr_rows, lr_cols, scale, cube.shape[1:], psf)
+        block = cube[:, w.row0:w.row0 + w.rows, w.col0:w.col0 + w.cols]
+        got = degrade_spatial_window(block, scale, psf, w.pad)
+        np.testing.assert_array_equal(got, full[:, lr_r0:lr_r0 + lr_rows, lr_c0:lr_c0 + lr_cols])
+    with pytest.raises(ValueError):
+        halo_window(n_r - 1, 0, 2, 1, scale, cube.shape[1:], psf)
+
+
+# --------------------------------------------------------------------------- spectral response
+
+
+def test_spectral_response_rows_and_bands(enmap, s2):
+    _, wl, fwhm, meta = enmap
+    assert set(list_sensors()) >= {"sentinel2", "landsat8", "nikon_d700", "ikonos"}
+    assert s2.band_names == ("B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12")
+    assert s2.matrix.shape == (10, wl.size) and s2.sensor == "sentinel2"
+    np.testing.assert_allclose(s2.matrix.sum(axis=1), 1.0, atol=1e-12)
+    assert (s2.matrix >= 0).all()
+    # each band's weight sits where its curve is: B04 (red, ~665 nm) peaks between 650 and 680 nm
+    assert 650 < wl[np.argmax(s2.matrix[2])] < 680
+    for name in ("landsat8", "ikonos"):
+        r = spectral_response(name, wl, fwhm, bands=default_msi_bands(name))
+        np.testing.assert_allclose(r.matrix.sum(axis=1), 1.0, atol=1e-12)
+    assert SpectralResponse.from_dict(s2.to_dict()).band_names == s2.band_names
+
+
+def test_uncovered_band_is_a_clear_error(enmap):
+    _, _, _, meta = enmap
+    with pytest.raises(ValueError, match=r"B10.*418-2446 nm.*bad bands"):
+        spectral_response("sentinel2", meta.wavelengths, meta.fwhm, valid_bands=meta.good_bands)
+    # the bad bands get zero weight when kept in the cube
+    r = spectral_response("sentinel2", meta.wavelengths, meta.fwhm, bands=["B11", "B12"], valid_bands=meta.good_bands)
+    assert np.all(r.matrix[:, ~meta.good_bands] == 0)
+    casi_wl = np.linspace(368, 1043, 72)
+    with pytest.raises(ValueError, match="B11"):
+        spectral_response("sentinel2", casi_wl, bands=default_msi_bands("sentinel2"))
+    with pytest.raises(ValueError, match="no band"):
+        spectral_response("sentinel2", casi_wl, bands=["B99"])
+
+
+def test_nikon_on_cave_matches_the_published_matrix(tmp_path):
+    wl = np.arange(400, 701, 10.0)
+    r = spectral_response("nikon_d700", wl)
+    grid, names, curves = load_srf_csv("nikon_d700")
+    assert names == ("blue", "green", "red") and np.array_equal(grid, wl)
+    published = curves / curves.sum(axis=1, keepdims=True)
+    for i in range(3):
+        assert np.corrcoef(r.matrix[i], published[i])[0, 1] > 0.99
+    # a CSV path works as well and gives the same matrix
+    path = tmp_path / "my_camera.csv"
+    path.write_text((SRF_DIR / "nikon_d700.csv").read_text())
+    by_path = spectral_response(str(path), wl)
+    assert by_path.sensor == "my_camera"
+    np.testing.assert_allclose(by_path.matrix, r.matrix)
+
+
+def test_degrade_spectral_ignores_zero_weight_bands():
+    rng = np.random.default_rng(0)
+    cube = rng.random((5, 6, 7)).astype(np.float32)
+    m = rng.random((2, 5))
+    m[:, 3] = 0.0
+    cube_nan = cube.copy()
+    cube_nan[3] = np.nan
+    out = degrade_spectral(cube_nan, m)
+    assert out.shape == (2, 6, 7) and out.dtype == np.float32
+    np.testing.assert_allclose(out, np.einsum("mb,brc->mrc", m, cube), rtol=1e-5)
+
+
+# --------------------------------------------------------------------------- simulation and estimation
+
+
+def test_simulate_pair_shapes_and_noise(enmap, s2):
+    hr = enmap[0][:, :125, :62]
+    lr, msi = simulate_pair(hr, 4, s2.matrix)
+    assert lr.shape == (hr.shape[0], 31, 15) and msi.shape == (10, 124, 60)
+    assert lr.dtype == msi.dtype == np.float32
+    a = simulate_pair(hr, 4, s2, snr_db=30, seed=1)
+    b = simulate_pair(hr, 4, s2, snr_db=30, seed=1)
+    np.testing.assert_array_equal(a[1], b[1])
+    noise = a[1] - msi
+    snr = 10 * np.log10(np.mean(msi.astype(np.float64) ** 2) / np.mean(noise.astype(np.float64) ** 2))
+    assert snr == pytest.approx(30, abs=0.5)
+
+
+def test_estimation_recovers_srf_and_sigma(enmap, s2):
+    """Noise-free: the SRF to 1e-2 (L1 per row) and sigma to 1 %; at 40 dB SNR: sigma to 3 % and
+    the MSI predicted by the estimated SRF to 1 % (the matrix itself is then ill-determined)."""
+    hr = enmap[0]
+    scale = 4
+    lr, msi = simulate_pair(hr, scale, s2.matrix)
+    est, res = estimate_srf(lr, msi, scale)
+    assert est.shape == s2.matrix.shape and res.max() < 1e-4
+    assert np.abs(est - s2.matrix).sum(axis=1).max() < 1e-2
+    for sigma_true in (sigma_for_scale(scale), 0.6 * scale):
+        lr_s, msi_s = simulate_pair(hr, scale, s2.matrix, psf=gaussian_psf(scale, sigma_true))
+        sigma, _ = estimate_psf_sigma(lr_s, msi_s, scale, s2.matrix)
+        assert sigma == pytest.approx(sigma_true, rel=0.01)
+
+    lr_n, msi_n = simulate_pair(hr, scale, s2.matrix, snr_db=40, seed=3)
+    sigma, res = estimate_psf_sigma(lr_n, msi_n, scale, s2.matrix)
+    assert sigma == pytest.approx(sigma_for_scale(scale), rel=0.03)
+    support = s2.matrix > 1e-3 * s2.matrix.max(axis=1, keepdims=True)
+    est, _ = estimate_srf(lr_n, msi_n, scale, support=support)
+    pred, true = degrade_spectral(hr, est), degrade_spectral(hr, s2.matrix)
+    assert np.linalg.norm(pred - true) / np.linalg.norm(true) < 0.01
