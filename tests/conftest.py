@@ -12,6 +12,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+# Never write .aux.xml side files next to the shared (read-only) data.
+os.environ["GDAL_PAM_ENABLED"] = "NO"
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 

@@ -14,7 +14,7 @@ QGIS_PROCESS = "qgis_process.bin"  # Debian's qgis_process wrapper passes a flag
 def qgis_env(profile: Path, plugin_path: Path = ROOT, pythonpath: str | None = None) -> dict:
     env = dict(os.environ)
     env.update(QT_QPA_PLATFORM="offscreen", XDG_DATA_HOME=str(profile), XDG_CONFIG_HOME=str(profile),
-               XDG_RUNTIME_DIR=str(profile), QGIS_PLUGINPATH=str(plugin_path))
+               XDG_RUNTIME_DIR=str(profile), QGIS_PLUGINPATH=str(plugin_path), GDAL_PAM_ENABLED="NO")
     if pythonpath is None:
         env.pop("PYTHONPATH", None)
     else:
