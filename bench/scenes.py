@@ -1,7 +1,9 @@
 """Real-scene crops for the quality benchmark (files in ``../shared/data``, see its README).
 
 Crop sizes are multiples of 8 so that scales 4 and 8 divide them. ``quick`` marks the subset that
-``bench/quality.py --quick`` uses (with ``quick_rows``/``quick_cols`` when given).
+``bench/quality.py --quick`` uses (with ``quick_rows``/``quick_cols`` when given). ``held_out`` marks the
+crops that no model is trained on (``bench/split.md``); the held-out EnMAP crops are 60 and 64 px so
+that scales 3, 4 and 8 divide them.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ class Scene:
     quick_rows: tuple[int, int] | None = None
     quick_cols: tuple[int, int] | None = None
     note: str = ""
+    held_out: bool = False  # never trained on (bench/split.md): the only scenes model-based methods are scored on
+    scales: tuple[int, ...] | None = None  # the scales this crop is meant for (None: any)
 
 
 SCENES: tuple[Scene, ...] = (
@@ -41,4 +45,12 @@ SCENES: tuple[Scene, ...] = (
     Scene("casi_gulfport", "casi_gulfport.tif", (0, 48), (0, 88), "sentinel2",
           msi_bands=("B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A"),
           note="CASI-1500 72 bands 368-1043 nm; the Sentinel-2 bands inside that range"),
+    # Held-out crops (bench/split.md): models are trained on everything else of these files, so these are the
+    # pixels on which HSR-Diff and the classical methods are compared.
+    Scene("enmap_southeast_holdout", "enmap_potsdam_southeast.tif", (66, 126), (2, 62), "sentinel2", held_out=True,
+          scales=(3, 4), note="the centred 60x60 of the held-out square rows 64-127, cols 0-63 (scales 3 and 4; the bundled sample)"),
+    Scene("enmap_southeast_holdout64", "enmap_potsdam_southeast.tif", (64, 128), (0, 64), "sentinel2", held_out=True,
+          scales=(8,), note="the whole held-out square rows 64-127, cols 0-63 (scale 8)"),
+    Scene("cave_balloons_holdout", "cave_balloons.tif", (128, 256), (128, 256), "nikon_d700", held_out=True,
+          scales=(4, 8), note="the held-out bottom-right 128x128 quadrant (scales 4 and 8)"),
 )

@@ -1,0 +1,300 @@
+"""Super-resolve a georeferenced LR-HSI with an HR-MSI and an exported HSR-Diff model.
+
+``python -m export.superresolve --lr LR.tif --msi MSI.tif --model M.onnx --out OUT.tif
+[--steps 25] [--sampler ddim|ancestral] [--eta 0] [--seed 0] [--samples 1] [--tile 256]
+[--overlap 32] [--batch 1] [--device auto|cpu|cuda|tensorrt] [--uncertainty STD.tif]``
+
+The output covers the common area of the two inputs on the MSI grid (its geotransform and CRS),
+carries the LR-HSI's band names, wavelengths, FWHM and bad-band list, and is nodata wherever
+either input is (per band for the LR-HSI, per pixel for the MSI). Tiles are read from and
+written to disk as they complete (:mod:`export.tiling`). The output goes to a temporary file
+that is renamed only when everything succeeded: a cancel or an error leaves no output file.
+Inference needs numpy, GDAL and onnxruntime only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from core.pairing import PairGeometry, check_pair
+from core.progress import Cancelled
+from core.raster_io import RasterMeta, RasterReader, RasterWriter, Window
+
+from .metadata import ModelMetadata, read_metadata
+from .sampler import Denoiser
+from .tiling import msi_validity, run_tiled, upsample_window
+
+__all__ = ["superresolve", "SuperResolveResult", "InputMismatch", "main"]
+
+log = logging.getLogger("hsr_diff.export")
+
+
+class InputMismatch(ValueError):
+    """The inputs do not fit the model (bands, scale); the message names the layer, the file and the numbers."""
+
+
+@dataclass
+class SuperResolveResult:
+    out_path: str
+    uncertainty_path: str | None
+    bands: int
+    rows: int
+    cols: int
+    scale: int
+    geotransform: tuple
+    crs_wkt: str
+    provider: str
+    provider_info: str
+    tiles: int
+    steps: int
+    sampler: str
+    samples: int
+    seconds: float
+    notes: list[str] = field(default_factory=list)
+
+
+class RasterPairSource:
+    """Tiles of a GDAL LR-HSI / HR-MSI pair over their common area (``core.pairing``)."""
+
+    def __init__(self, lr: RasterReader, msi: RasterReader, geom: PairGeometry, bands: list[int] | None = None):
+        self.lr, self.msi, self.geom, self.bands = lr, msi, geom, bands
+        self.scale = geom.scale
+        self.rows, self.cols = geom.msi_window.height, geom.msi_window.width
+        self.hsi_bands = lr.meta.bands if bands is None else len(bands)
+        self.msi_bands = msi.meta.bands
+        self._msi_good = msi.meta.good_bands
+
+    def _read_lr(self, w: Window) -> np.ndarray:
+        lw = self.geom.lr_window
+        return self.lr.read(Window(lw.col_off + w.col_off, lw.row_off + w.row_off, w.width, w.height), bands=self.bands)
+
+    def read(self, window: Window, lr_fill=None, msi_fill=None):
+        lw, mw = self.geom.lr_window, self.geom.msi_window
+        up, invalid = upsample_window(self._read_lr, lw.height, lw.width, self.scale, window, lr_fill)
+        msi = self.msi.read(Window(mw.col_off + window.col_off, mw.row_off + window.row_off, window.width, window.height))
+        return up, *msi_validity(msi, invalid, msi_fill, self._msi_good)
+
+
+class _WriterSink:
+    """Writes tiles; with ``bands`` (the model's bands among the file's), the others become nodata."""
+
+    def __init__(self, out: RasterWriter, unc: RasterWriter | None, bands: list[int] | None = None):
+        self.out, self.unc, self.bands = out, unc, bands
+
+    def _put(self, writer: RasterWriter, window: Window, data: np.ndarray) -> None:
+        if self.bands is None:
+            writer.write(data, window)
+            return
+        full = np.full((writer.shape[0], *data.shape[1:]), np.nan, np.float32)
+        full[self.bands] = data
+        writer.write(full, window)
+
+    def write(self, window: Window, mean: np.ndarray, std: np.ndarray | None) -> None:
+        self._put(self.out, window, mean)
+        if self.unc is not None and std is not None:
+            self._put(self.unc, window, std)
+
+
+def _name(path, given: str | None) -> str:
+    return given or os.path.basename(os.fspath(path))
+
+
+def check_inputs(lr_meta: RasterMeta, msi_meta: RasterMeta, md: ModelMetadata, geom: PairGeometry, model_path,
+                 lr_name: str | None = None, msi_name: str | None = None,
+                 allow_scale_mismatch: bool = False) -> tuple[list[str], list[int] | None]:
+    """Refuse inputs the model cannot take (:class:`InputMismatch`).
+
+    Returns warnings and the LR-HSI bands to feed the model (None = all of them).
+    """
+    mname = os.path.basename(os.fspath(model_path))
+    ln, mn = _name(lr_meta.path, lr_name), _name(msi_meta.path, msi_name)
+    try:
+        bands = md.input_selection(lr_meta.bands)
+    except ValueError:
+        full = f" ({md.input_bands} with its bad bands)" if md.input_bands else ""
+        raise InputMismatch(f"LR-HSI layer '{ln}' has {lr_meta.bands} bands but the model '{mname}' was trained for "
+                            f"{md.hsi_bands} hyperspectral bands{full}; use a model trained for this sensor, "
+                            "or subset the bands") from None
+    if msi_meta.bands != md.msi_bands:
+        raise InputMismatch(f"HR-MSI layer '{mn}' has {msi_meta.bands} bands but the model '{mname}' was trained for "
+                            f"{md.msi_bands} multispectral bands ({', '.join(md.msi_band_names or [])}); "
+                            "select the matching bands")
+    notes = []
+    if geom.scale != md.scale:
+        msg = (f"the pair '{ln}' / '{mn}' has a scale factor of {geom.scale} but the model '{mname}' was trained for "
+               f"{md.scale}")
+        if not allow_scale_mismatch:
+            raise InputMismatch(msg + "; resample the HR-MSI or use a model trained for this scale")
+        notes.append(msg + " (allowed: results may be poor)")
+    if md.wavelengths_nm is not None and lr_meta.wavelengths is not None:
+        lr_wl = np.asarray(lr_meta.wavelengths)[bands if bands is not None else slice(None)]
+        diff = np.abs(np.asarray(md.wavelengths_nm) - lr_wl)
+        tol = 5.0 if md.fwhm_nm is None else np.maximum(5.0, 0.5 * np.asarray(md.fwhm_nm))
+        if np.any(diff > tol):
+            k = int(np.argmax(diff))
+            notes.append(f"band wavelengths of '{ln}' differ from the model's (model band {k + 1}: {lr_wl[k]:.1f} nm "
+                         f"vs {md.wavelengths_nm[k]:.1f} nm)")
+    return notes, bands
+
+
+def superresolve(
+    lr_path,
+    msi_path,
+    model_path,
+    out_path,
+    steps: int = 25,
+    sampler: str = "ddim",
+    eta: float = 0.0,
+    seed: int = 0,
+    samples: int = 1,
+    tile: int = 256,
+    overlap: int = 32,
+    device: str = "auto",
+    uncertainty_path=None,
+    progress=None,
+    cancel=None,
+    batch: int = 1,
+    threads: int | None = None,
+    allow_fallback: bool = False,
+    allow_scale_mismatch: bool = False,
+    lr_name: str | None = None,
+    msi_name: str | None = None,
+) -> SuperResolveResult:
+    """Fuse ``lr_path`` (LR-HSI) and ``msi_path`` (HR-MSI) with the model at ``model_path`` into ``out_path``.
+
+    ``progress(fraction, message)`` and ``cancel() -> bool`` are called between denoising steps;
+    a cancel raises :class:`core.progress.Cancelled` and leaves no output. ``samples > 1``
+    averages several samples; their per-pixel standard deviation goes to ``uncertainty_path``.
+    """
+    t0 = time.perf_counter()
+    out_path = Path(out_path)
+    unc_path = Path(uncertainty_path) if uncertainty_path else None
+    for p in (out_path, unc_path):
+        if p is not None and p.resolve() in (Path(lr_path).resolve(), Path(msi_path).resolve(), Path(model_path).resolve()):
+            raise ValueError(f"{p}: the output would overwrite an input")
+    if unc_path is not None and samples < 2:
+        raise ValueError(f"an uncertainty raster needs samples >= 2 (got {samples}): the spread of one sample is undefined")
+    if unc_path is not None and unc_path.resolve() == out_path.resolve():
+        raise ValueError(f"{unc_path}: the uncertainty raster and the output must be different files")
+    md = read_metadata(model_path)
+    geom = check_pair(lr_path, msi_path, lr_name=lr_name, msi_name=msi_name)
+    with ExitStack() as stack:
+        lr = stack.enter_context(RasterReader(lr_path))
+        msi = stack.enter_context(RasterReader(msi_path))
+        notes, bands = check_inputs(lr.meta, msi.meta, md, geom, model_path, lr_name, msi_name, allow_scale_mismatch)
+        for n in notes:
+            log.warning(n)
+        den = Denoiser(model_path, device=device, allow_fallback=allow_fallback, threads=threads)
+        log.info("%s; %s", md.describe(), den.info.describe())
+        notes += den.info.notes
+        source = RasterPairSource(lr, msi, geom, bands)
+        lm = lr.meta
+        nodata = next((v for v in lm.nodata if v is not None), None)
+        wl = lm.wavelengths if lm.wavelengths is not None else md.wavelengths_nm
+        fw = lm.fwhm if lm.fwhm is not None else md.fwhm_nm
+        provenance = {"hsr_diff_model": os.path.basename(os.fspath(model_path)), "hsr_diff_model_info": md.describe(),
+                      "hsr_diff_sampler": f"{sampler} steps={steps} eta={eta} seed={seed} samples={samples}",
+                      "hsr_diff_inputs": f"{os.path.basename(os.fspath(lr_path))} + {os.path.basename(os.fspath(msi_path))}"}
+        shape = (lm.bands, source.rows, source.cols)  # every input band; those the model skips are nodata
+        common = dict(geotransform=geom.geotransform, crs_wkt=geom.crs_wkt, nodata=nodata, wavelengths=wl, fwhm=fw,
+                      bad_bands=lm.bad_bands)
+        out = stack.enter_context(RasterWriter(out_path, shape, band_names=lm.band_names, metadata=provenance, **common))
+        unc = None
+        if unc_path is not None:
+            unc = stack.enter_context(RasterWriter(unc_path, shape, band_names=[f"std {n}" for n in lm.band_names],
+                                                   metadata={**provenance, "hsr_diff_content": "per-pixel standard deviation "
+                                                             f"of {samples} samples"}, **common))
+        stats = run_tiled(den, source, _WriterSink(out, unc, bands), steps=steps, sampler=sampler, eta=eta, seed=seed, samples=samples,
+                          tile=tile, overlap=overlap, batch=batch, progress=progress, cancel=cancel, with_std=unc is not None)
+    seconds = time.perf_counter() - t0
+    log.info("wrote %s (%d x %d x %d) in %.1f s on %s", out_path, *shape, seconds, den.info.provider)
+    return SuperResolveResult(str(out_path), None if unc_path is None else str(unc_path), shape[0], shape[1], shape[2],
+                              geom.scale, tuple(geom.geotransform), geom.crs_wkt, den.info.provider, den.info.describe(),
+                              stats.tiles, stats.steps, sampler, samples, seconds, notes)
+
+
+# ---------------------------------------------------------------------- CLI
+
+
+class _Bar:
+    """A one-line progress bar on stderr."""
+
+    def __init__(self, stream=None, width: int = 30):
+        self.stream, self.width, self.t0, self._last = stream, width, time.monotonic(), -1.0
+
+    def __call__(self, fraction: float, message: str) -> None:
+        now = time.monotonic()
+        if fraction < 1.0 and now - self._last < 0.1:
+            return
+        self._last = now
+        n = int(round(fraction * self.width))
+        el = now - self.t0
+        eta = f", {el / fraction - el:5.0f} s left" if 0.0 < fraction < 1.0 else ""
+        stream = self.stream or sys.stderr
+        stream.write(f"\r[{'#' * n}{'.' * (self.width - n)}] {100 * fraction:5.1f}% {message[:40]:<40} {el:6.0f} s{eta}")
+        stream.flush()
+
+    def close(self) -> None:
+        stream = self.stream or sys.stderr
+        stream.write("\n")
+        stream.flush()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m export.superresolve", description="HSR-Diff super-resolution of a "
+                                 "georeferenced LR-HSI with an HR-MSI and an exported ONNX model.")
+    ap.add_argument("--lr", required=True, help="low-resolution hyperspectral raster")
+    ap.add_argument("--msi", required=True, help="high-resolution multispectral raster")
+    ap.add_argument("--model", required=True, help="exported .onnx model")
+    ap.add_argument("--out", required=True, help="output GeoTIFF")
+    ap.add_argument("--steps", type=int, default=25, help="denoising steps (default 25)")
+    ap.add_argument("--sampler", choices=("ddim", "ancestral"), default="ddim")
+    ap.add_argument("--eta", type=float, default=0.0, help="DDIM stochasticity (0 = deterministic)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--samples", type=int, default=1, help="samples to average (>= 2 for --uncertainty)")
+    ap.add_argument("--tile", type=int, default=256, help="tile size in output pixels")
+    ap.add_argument("--overlap", type=int, default=32, help="tile overlap in output pixels")
+    ap.add_argument("--batch", type=int, default=1, help="tiles per network call")
+    ap.add_argument("--device", choices=("auto", "cpu", "cuda", "tensorrt"), default="auto")
+    ap.add_argument("--threads", type=int, default=None, help="CPU threads (default: all this process may use)")
+    ap.add_argument("--uncertainty", default=None, help="also write the per-pixel standard deviation here")
+    ap.add_argument("--allow-fallback", action="store_true", help="run on the CPU when --device cuda/tensorrt is not usable")
+    ap.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    bar = None if args.quiet else _Bar()
+    try:
+        res = superresolve(args.lr, args.msi, args.model, args.out, steps=args.steps, sampler=args.sampler, eta=args.eta,
+                           seed=args.seed, samples=args.samples, tile=args.tile, overlap=args.overlap, device=args.device,
+                           uncertainty_path=args.uncertainty, progress=bar, batch=args.batch, threads=args.threads,
+                           allow_fallback=args.allow_fallback)
+    except (Cancelled, KeyboardInterrupt):
+        if bar:
+            bar.close()
+        print("cancelled; no output written", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the CLI prints the message, not a traceback
+        if bar:
+            bar.close()
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if bar:
+        bar.close()
+    print(f"{res.out_path}: {res.bands} bands x {res.rows} x {res.cols}, scale {res.scale}, {res.tiles} tiles, "
+          f"{res.steps} {res.sampler} steps x {res.samples} sample(s), {res.seconds:.1f} s, {res.provider_info}")
+    for n in res.notes:
+        print(f"note: {n}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

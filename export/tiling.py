@@ -1,0 +1,408 @@
+"""Tiled inference over rasters of any size, without seams and with bounded memory.
+
+* **Layout** (:func:`axis_spans`): tiles of ``tile`` pixels overlapping by at least ``overlap``
+  along each axis; the last tile is pulled back to full size where that keeps every pixel in at
+  most two tiles per axis (hence ``overlap <= tile / 2``).
+* **Blending**: each tile's result is weighted by a separable raised-cosine window that ramps
+  over each overlap with a neighbour (``sin^2`` up, ``cos^2`` down, flat elsewhere and at the
+  raster border) and divided by the summed weights of all tiles, so the weights of every pixel
+  sum to one and no seam shows.
+* **Noise**: one :class:`~export.sampler.NoiseField` on the whole output grid, so overlapping
+  tiles draw the same ``Z_T`` and step noise at the same pixels and the result does not depend on
+  the tiling beyond the denoiser's own receptive field (for a per-pixel denoiser, not at all).
+* **Memory**: each pixel has an *owner* tile (its row/column between the owner's start and
+  the next tile's start). Tiles run in row-major order; a tile's contributions to later owners'
+  regions are kept as small pieces, and once tile ``(i, j)`` is done its own region is final and
+  handed to the sink (written to disk). Peak memory is the batch of tiles in flight plus the
+  pending overlap strips (``overlap x raster width x bands``), never the raster.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from core.resample import cubic_taps
+
+from .metadata import ModelMetadata
+from .sampler import Denoiser, NoiseField, StepCounter, make_plan, reverse_diffusion
+
+__all__ = [
+    "Window",
+    "Tile",
+    "axis_spans",
+    "axis_weights",
+    "tile_grid",
+    "upsample_window",
+    "PairSource",
+    "ArrayPairSource",
+    "ArraySink",
+    "run_tiled",
+    "fuse_arrays",
+    "TiledStats",
+    "msi_validity",
+]
+
+try:  # the project's window type when GDAL is importable; an identical NamedTuple otherwise
+    from core.raster_io import Window
+except ImportError:  # pragma: no cover - inference without GDAL
+    from typing import NamedTuple
+
+    class Window(NamedTuple):  # type: ignore[no-redef]
+        col_off: int
+        row_off: int
+        width: int
+        height: int
+
+
+# ---------------------------------------------------------------------- layout and weights
+
+
+def axis_spans(extent: int, tile: int, overlap: int) -> list[tuple[int, int]]:
+    """``[(start, stop), ...]`` tiles covering ``0..extent`` (see the module docstring)."""
+    if tile < 1:
+        raise ValueError(f"tile must be positive, got {tile}")
+    if not 0 <= overlap <= tile // 2:
+        raise ValueError(f"overlap must be between 0 and half the tile ({tile // 2}), got {overlap}")
+    if extent <= tile:
+        return [(0, extent)]
+    stride = tile - overlap
+    n = math.ceil((extent - tile) / stride) + 1
+    starts = [i * stride for i in range(n - 1)]
+    last = extent - tile
+    if n >= 3:
+        last = max(last, starts[n - 3] + tile)  # never three tiles on one pixel
+    starts.append(last)
+    return [(a, min(a + tile, extent)) for a in starts]
+
+
+def axis_weights(spans: Sequence[tuple[int, int]], extent: int) -> list[np.ndarray]:
+    """Per tile, its normalised 1-D blending weights (float64, they sum to 1 over tiles at each pixel)."""
+    raw = []
+    for i, (a, b) in enumerate(spans):
+        w = np.ones(b - a)
+        if i > 0 and spans[i - 1][1] > a:
+            ov = spans[i - 1][1] - a
+            w[:ov] = np.sin(0.5 * np.pi * (np.arange(ov) + 0.5) / ov) ** 2
+        if i + 1 < len(spans) and spans[i + 1][0] < b:
+            ov = b - spans[i + 1][0]
+            w[b - a - ov:] *= np.cos(0.5 * np.pi * (np.arange(ov) + 0.5) / ov) ** 2
+        raw.append(w)
+    total = np.zeros(extent)
+    for (a, b), w in zip(spans, raw, strict=True):
+        total[a:b] += w
+    if np.any(total <= 0):
+        raise AssertionError("tile layout leaves pixels uncovered")
+    return [w / total[a:b] for (a, b), w in zip(spans, raw, strict=True)]
+
+
+@dataclass(frozen=True)
+class Tile:
+    """Tile ``(i, j)`` of the grid: output rows ``row0..row0+height`` and cols ``col0..col0+width``."""
+
+    i: int
+    j: int
+    row0: int
+    col0: int
+    height: int
+    width: int
+
+    @property
+    def window(self) -> Window:
+        return Window(self.col0, self.row0, self.width, self.height)
+
+
+def tile_grid(rows: int, cols: int, tile: int, overlap: int) -> tuple[list[tuple[int, int]], list[tuple[int, int]], list[Tile]]:
+    """Row spans, column spans and the tiles in row-major order."""
+    rs, cs = axis_spans(rows, tile, overlap), axis_spans(cols, tile, overlap)
+    tiles = [Tile(i, j, a, c, b - a, d - c) for i, (a, b) in enumerate(rs) for j, (c, d) in enumerate(cs)]
+    return rs, cs, tiles
+
+
+# ---------------------------------------------------------------------- inputs
+
+
+def upsample_window(read_lr: Callable[[Window], np.ndarray], lr_rows: int, lr_cols: int, scale: int, window: Window,
+                    fill: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Window of ``core.resample.upsample(lr, scale)`` computed from the LR pixels it needs.
+
+    ``read_lr(Window)`` returns ``(bands, h, w)`` with NaN at nodata. NaNs are replaced by
+    ``fill`` (per band; 0 by default) before interpolating. Returns the upsampled window and its
+    ``(bands, height, width)`` bool mask of HR pixels whose own LR pixel is nodata.
+    Equals the same window of ``upsample`` over the whole LR grid (edges replicate the same way).
+    """
+    ri, rw = cubic_taps(lr_rows, scale, offset=window.row_off, n_out=window.height)
+    ci, cw = cubic_taps(lr_cols, scale, offset=window.col_off, n_out=window.width)
+    r_lo, r_hi, c_lo, c_hi = int(ri.min()), int(ri.max()) + 1, int(ci.min()), int(ci.max()) + 1
+    lr = read_lr(Window(c_lo, r_lo, c_hi - c_lo, r_hi - r_lo))
+    bad = ~np.isfinite(lr)
+    if bad.any():
+        f = np.zeros(lr.shape[0], np.float32) if fill is None else np.asarray(fill, np.float32)
+        lr = np.where(bad, f[:, None, None], lr)
+    rows = np.einsum("brkc,rk->brc", lr[:, ri - r_lo, :], rw)
+    up = np.einsum("brck,ck->brc", rows[:, :, ci - c_lo], cw).astype(np.float32)
+    own_r = np.arange(window.row_off, window.row_off + window.height) // scale - r_lo
+    own_c = np.arange(window.col_off, window.col_off + window.width) // scale - c_lo
+    invalid = bad[:, own_r][:, :, own_c]
+    return up, invalid
+
+
+class PairSource(Protocol):
+    """Where tiles come from: the HR output grid and windows of the (physical-unit) inputs."""
+
+    rows: int
+    cols: int
+    hsi_bands: int
+    msi_bands: int
+
+    def read(self, window: Window, lr_fill: np.ndarray | None = None,
+             msi_fill: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(lr_up (C,h,w), msi (M,h,w), invalid (C,h,w) bool)`` in physical units.
+
+        NaNs of the inputs are replaced by the fills (per band); ``invalid`` marks output pixels
+        whose LR pixel (that band) or MSI pixel (any band) is nodata.
+        """
+
+
+class ArrayPairSource:
+    """A source over in-memory arrays: LR ``(C, r, c)`` and MSI ``(M, r * scale, c * scale)``."""
+
+    def __init__(self, lr: np.ndarray, msi: np.ndarray, scale: int):
+        self.lr = np.asarray(lr, np.float32)
+        self.msi = np.asarray(msi, np.float32)
+        self.scale = int(scale)
+        c, r, k = self.lr.shape
+        if self.msi.shape[1:] != (r * self.scale, k * self.scale):
+            raise ValueError(f"MSI {self.msi.shape[1:]} is not LR {(r, k)} times scale {self.scale}")
+        self.hsi_bands, self.msi_bands = c, self.msi.shape[0]
+        self.rows, self.cols = self.msi.shape[1:]
+
+    def _lr(self, w: Window) -> np.ndarray:
+        return self.lr[:, w.row_off:w.row_off + w.height, w.col_off:w.col_off + w.width]
+
+    def read(self, window: Window, lr_fill=None, msi_fill=None):
+        up, invalid = upsample_window(self._lr, self.lr.shape[1], self.lr.shape[2], self.scale, window, lr_fill)
+        msi = self.msi[:, window.row_off:window.row_off + window.height, window.col_off:window.col_off + window.width]
+        return up, *msi_validity(msi, invalid, msi_fill)
+
+
+def msi_validity(msi: np.ndarray, invalid: np.ndarray, msi_fill=None, good_bands: np.ndarray | None = None):
+    """Fill the MSI's NaNs with ``msi_fill`` and add its nodata pixels (any good band NaN) to ``invalid``."""
+    bad = ~np.isfinite(msi)
+    if bad.any():
+        check = bad if good_bands is None or not good_bands.any() else bad[good_bands]
+        invalid = invalid | check.any(axis=0)[None]
+        f = np.zeros(msi.shape[0], np.float32) if msi_fill is None else np.asarray(msi_fill, np.float32)
+        msi = np.where(bad, f[:, None, None], msi)
+    return msi, invalid
+
+
+class Sink(Protocol):
+    def write(self, window: Window, mean: np.ndarray, std: np.ndarray | None) -> None:
+        """Final values (NaN = nodata) of one window of the output grid."""
+
+
+class ArraySink:
+    """Collects the output in memory: ``mean`` ``(C, rows, cols)`` and ``std`` (or None)."""
+
+    def __init__(self, bands: int, rows: int, cols: int, with_std: bool):
+        self.mean = np.full((bands, rows, cols), np.nan, np.float32)
+        self.std = np.full((bands, rows, cols), np.nan, np.float32) if with_std else None
+        self.writes = 0
+
+    def write(self, window: Window, mean: np.ndarray, std: np.ndarray | None) -> None:
+        sl = (slice(None), slice(window.row_off, window.row_off + window.height),
+              slice(window.col_off, window.col_off + window.width))
+        self.mean[sl] = mean
+        if self.std is not None and std is not None:
+            self.std[sl] = std
+        self.writes += 1
+
+
+# ---------------------------------------------------------------------- the tiled run
+
+
+@dataclass
+class TiledStats:
+    tiles: int
+    tile_rows: int
+    tile_cols: int
+    tile: int
+    overlap: int
+    batch: int
+    steps: int
+    samples: int
+    evaluations: int
+    seconds: float = 0.0
+    provider: str = ""
+    max_pending_pixels: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+def _pad_to(a: np.ndarray, hp: int, wp: int) -> np.ndarray:
+    ph, pw = hp - a.shape[-2], wp - a.shape[-1]
+    if ph == 0 and pw == 0:
+        return a
+    mode = "reflect" if min(a.shape[-2:]) > 1 else "edge"
+    return np.pad(a, ((0, 0), (0, ph), (0, pw)), mode=mode)
+
+
+def run_tiled(
+    denoiser: Denoiser,
+    source: PairSource,
+    sink: Sink,
+    steps: int = 25,
+    sampler: str = "ddim",
+    eta: float = 0.0,
+    seed: int = 0,
+    samples: int = 1,
+    tile: int = 256,
+    overlap: int = 32,
+    batch: int = 1,
+    io_binding: bool | None = None,
+    progress=None,
+    cancel=None,
+    with_std: bool | None = None,
+) -> TiledStats:
+    """Super-resolve ``source`` tile by tile into ``sink`` (see the module docstring).
+
+    ``tile`` is rounded up to a multiple of the model's ``spatial_multiple``; edge tiles smaller
+    than that are reflect-padded and cropped. ``progress(fraction, message)`` and ``cancel()``
+    are called between denoising steps; cancelling raises :class:`~export.sampler.Cancelled`.
+    """
+    import time
+
+    t_start = time.perf_counter()
+    md: ModelMetadata = denoiser.metadata
+    m = md.spatial_multiple
+    if source.hsi_bands != md.hsi_bands or source.msi_bands != md.msi_bands:
+        raise ValueError(f"the model takes {md.hsi_bands} HSI and {md.msi_bands} MSI bands, the inputs have "
+                         f"{source.hsi_bands} and {source.msi_bands}")
+    if batch < 1:
+        raise ValueError(f"batch must be >= 1, got {batch}")
+    tile = int(math.ceil(tile / m) * m)
+    overlap = int(overlap)
+    plan = make_plan(md, steps, sampler, eta)
+    if with_std is None:
+        with_std = samples > 1
+    rs, cs, tiles = tile_grid(source.rows, source.cols, tile, overlap)
+    wy, wx = axis_weights(rs, source.rows), axis_weights(cs, source.cols)
+    nr, nc = len(rs), len(cs)
+    # Owner regions: rows own_r[i] .. own_r[i + 1].
+    own_r = [a for a, _ in rs] + [source.rows]
+    own_c = [a for a, _ in cs] + [source.cols]
+    field_ = NoiseField(seed, md.hsi_bands)
+    hn, mn = md.hsi_normalization, md.msi_normalization
+    prog = StepCounter(len(tiles) * samples * len(plan), progress, cancel)
+    stats = TiledStats(len(tiles), nr, nc, tile, overlap, batch, len(plan), samples, 0, provider=denoiser.info.provider)
+    pending: dict[tuple[int, int], list[tuple[int, int, np.ndarray, np.ndarray | None]]] = {}
+    pending_px = 0
+
+    def contribute(t: Tile, mean: np.ndarray, std: np.ndarray | None) -> None:
+        nonlocal pending_px
+        w2 = (wy[t.i][:, None] * wx[t.j][None, :]).astype(np.float32)
+        for oi in (t.i, t.i + 1):
+            if oi >= nr:
+                continue
+            r0, r1 = max(own_r[oi], t.row0), min(own_r[oi + 1], t.row0 + t.height)
+            if r1 <= r0:
+                continue
+            for oj in (t.j, t.j + 1):
+                if oj >= nc:
+                    continue
+                c0, c1 = max(own_c[oj], t.col0), min(own_c[oj + 1], t.col0 + t.width)
+                if c1 <= c0:
+                    continue
+                sl = (slice(None), slice(r0 - t.row0, r1 - t.row0), slice(c0 - t.col0, c1 - t.col0))
+                ww = w2[sl[1:]]
+                piece = (r0, c0, mean[sl] * ww, None if std is None else std[sl] * ww)
+                pending.setdefault((oi, oj), []).append(piece)
+                pending_px += (r1 - r0) * (c1 - c0)
+        stats.max_pending_pixels = max(stats.max_pending_pixels, pending_px)
+
+    def finalise(i: int, j: int) -> None:
+        nonlocal pending_px
+        r0, r1, c0, c1 = own_r[i], own_r[i + 1], own_c[j], own_c[j + 1]
+        out = np.zeros((md.hsi_bands, r1 - r0, c1 - c0), np.float32)
+        out_s = np.zeros_like(out) if with_std else None
+        for pr, pc, pm, ps in pending.pop((i, j)):
+            h, w = pm.shape[1:]
+            out[:, pr - r0:pr - r0 + h, pc - c0:pc - c0 + w] += pm
+            if out_s is not None and ps is not None:
+                out_s[:, pr - r0:pr - r0 + h, pc - c0:pc - c0 + w] += ps
+            pending_px -= h * w
+        sink.write(Window(c0, r0, c1 - c0, r1 - r0), out, out_s)
+
+    # Consecutive tiles with the same padded shape share a batch.
+    def padded(t: Tile) -> tuple[int, int]:
+        return int(math.ceil(t.height / m) * m), int(math.ceil(t.width / m) * m)
+
+    groups: list[list[Tile]] = []
+    for t in tiles:
+        if groups and len(groups[-1]) < batch and padded(groups[-1][0]) == padded(t):
+            groups[-1].append(t)
+        else:
+            groups.append([t])
+
+    prog.report("starting")
+    prog.check()
+    done_tiles = 0
+    for group in groups:
+        hp, wp = padded(group[0])
+        lr_b, msi_b, inv_b = [], [], []
+        for t in group:
+            up, msi, invalid = source.read(t.window, lr_fill=hn.offset, msi_fill=mn.offset)
+            lr_b.append(_pad_to(hn.apply(up), hp, wp))
+            msi_b.append(_pad_to(mn.apply(msi), hp, wp))
+            inv_b.append(invalid)
+        origins = [(t.row0, t.col0) for t in group]
+
+        def noise(s: int, k: int, origins=origins, hp=hp, wp=wp) -> np.ndarray:
+            return field_.batch(s, k, origins, hp, wp)
+
+        msg = f"tile {done_tiles + 1}" + (f"-{done_tiles + len(group)}" if len(group) > 1 else "") + f"/{len(tiles)}"
+        res = reverse_diffusion(denoiser, np.stack(lr_b), np.stack(msi_b), plan, noise, samples, io_binding, prog, msg)
+        stats.evaluations += len(plan) * samples * len(group)
+        for k, t in enumerate(group):
+            mean = hn.invert(res.mean[k, :, :t.height, :t.width])
+            mean[inv_b[k]] = np.nan
+            std = None
+            if with_std:
+                std = np.zeros_like(mean) if res.std is None else res.std[k, :, :t.height, :t.width] * hn.scale[:, None, None]
+                std[inv_b[k]] = np.nan
+            contribute(t, mean, std)
+            finalise(t.i, t.j)
+        done_tiles += len(group)
+    prog.report("done")
+    if pending:
+        raise AssertionError(f"tiles left unwritten: {sorted(pending)}")
+    stats.seconds = time.perf_counter() - t_start
+    return stats
+
+
+def fuse_arrays(
+    denoiser: Denoiser,
+    lr: np.ndarray,
+    msi: np.ndarray,
+    scale: int | None = None,
+    **kwargs,
+) -> tuple[np.ndarray, np.ndarray | None, TiledStats]:
+    """In-memory super-resolution: LR ``(C, r, c)`` + MSI ``(M, r*s, c*s)`` in physical units.
+
+    Returns ``(hr (C, r*s, c*s), std or None, stats)``; NaN marks nodata. ``kwargs`` go to
+    :func:`run_tiled` (``steps``, ``sampler``, ``eta``, ``seed``, ``samples``, ``tile``, ...).
+    """
+    lr = np.asarray(lr, np.float32)
+    if scale is None:
+        scale = msi.shape[1] // lr.shape[1]
+    source = ArrayPairSource(lr, msi, scale)
+    with_std = kwargs.get("with_std")
+    if with_std is None:
+        with_std = kwargs.get("samples", 1) > 1
+    sink = ArraySink(source.hsi_bands, source.rows, source.cols, with_std)
+    stats = run_tiled(denoiser, source, sink, **kwargs)
+    return sink.mean, sink.std, stats
