@@ -171,6 +171,7 @@ def _fmt_row(r: dict) -> str:
 
 def _fitting_model(model_path: str | None, hsi_bands: int, msi_band_names: list[str], scale: int, wavelengths):
     """The first of the comma-separated ``model_path`` models whose metadata fits; :class:`NotApplicable` if none."""
+    from export.bundled import model_fits
     from export.metadata import read_metadata
 
     paths = [p for p in str(model_path or "").split(",") if p]
@@ -180,11 +181,8 @@ def _fitting_model(model_path: str | None, hsi_bands: int, msi_band_names: list[
     for p in paths:
         md = read_metadata(p)  # a missing or foreign file is an error, not a skip
         name = os.path.basename(p)
-        if (md.hsi_bands, md.msi_bands, md.scale) != (hsi_bands, len(msi_band_names), scale):
-            why.append(f"{name} is for {md.hsi_bands} HSI / {md.msi_bands} MSI bands, scale {md.scale} "
-                       f"(need {hsi_bands} / {len(msi_band_names)}, scale {scale})")
-        elif md.msi_band_names and list(md.msi_band_names) != list(msi_band_names):
-            why.append(f"{name} is for MSI bands {','.join(md.msi_band_names)} (need {','.join(msi_band_names)})")
+        if reason := model_fits(md, hsi_bands, len(msi_band_names), scale, list(msi_band_names)):
+            why.append(f"{name}: {reason}")
         elif md.wavelengths_nm is not None and wavelengths is not None and \
                 np.max(np.abs(np.asarray(md.wavelengths_nm) - np.asarray(wavelengths))) > 1.0:
             why.append(f"{name}: its band wavelengths differ from the scene's by up to "

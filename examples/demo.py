@@ -33,10 +33,9 @@ if str(ROOT) not in sys.path:
 
 from core.jobs.assess import assess_files  # noqa: E402
 from core.jobs.classical import fuse_classical_files  # noqa: E402
-from core.pairing import check_pair  # noqa: E402
 from core.raster_io import read_meta, read_raster  # noqa: E402
-from export import defaults  # noqa: E402
-from export.metadata import ModelFileError, ModelMetadata, read_metadata  # noqa: E402
+from export import bundled, defaults  # noqa: E402
+from export.metadata import ModelFileError, ModelMetadata  # noqa: E402
 
 DATA = ROOT / "examples" / "data"
 OUT = ROOT / "examples" / "out"
@@ -79,47 +78,12 @@ class DemoResult:
 # ---------------------------------------------------------------------- model choice
 
 
-def _fits(md: ModelMetadata, hsi_bands: int, msi_bands: int, scale: int, msi_names: list[str]) -> str | None:
-    """None when the model fits the pair, else why not."""
-    if (md.hsi_bands, md.msi_bands, md.scale) != (hsi_bands, msi_bands, scale):
-        return (f"{md.hsi_bands} HSI / {md.msi_bands} MSI bands, scale {md.scale} "
-                f"(the sample needs {hsi_bands} / {msi_bands}, scale {scale})")
-    if md.msi_band_names and msi_names and list(md.msi_band_names) != list(msi_names):
-        return f"MSI bands {', '.join(md.msi_band_names)} (the sample has {', '.join(msi_names)})"
-    return None
-
-
-def choose_model(lr_path, msi_path, model: str | os.PathLike | None = None, models_dir: Path = MODELS) -> tuple[Path, ModelMetadata]:
-    """The model to run: ``model`` if given (checked against the pair), else the bundled one that fits."""
-    lm, mm = read_meta(lr_path), read_meta(msi_path)
-    scale = check_pair(lr_path, msi_path).scale
-    need = (lm.bands, mm.bands, scale, list(mm.band_names))
-    if model is not None:
-        md = read_metadata(model)  # ModelFileError names the file when it is missing or not a model
-        why = _fits(md, *need)
-        if why:
-            raise DemoError(f"{model}: this model does not fit the sample: {why}")
-        return Path(model), md
-    candidates = sorted(Path(models_dir).glob("*.onnx"))
-    rejected = []
-    for path in candidates:
-        if path.name.endswith(".fp16.onnx"):
-            continue
-        try:
-            md = read_metadata(path)
-        except ModelFileError as exc:
-            rejected.append(f"  {path.name}: {exc}")
-            continue
-        why = _fits(md, *need)
-        if why is None:
-            return path, md
-        rejected.append(f"  {path.name}: {why}")
-    what = (f"a model for {lm.bands} EnMAP bands, {mm.bands} Sentinel-2 bands ({', '.join(mm.band_names)}), scale {scale}")
-    if not candidates:
-        raise DemoError(f"no bundled model: {models_dir} holds no .onnx file. The demo needs {what}; the trained model "
-                        "is not bundled yet (issue 7). Train and export one (python -m core.train ..., then "
-                        "python -m export.onnx_export RUN_DIR models/NAME.onnx) or pass --model PATH.")
-    raise DemoError(f"no model in {models_dir} fits the sample; it needs {what}. Found:\n" + "\n".join(rejected))
+def choose_model(lr_path, msi_path, model=None, models_dir: Path = MODELS) -> tuple[Path, ModelMetadata]:
+    """The model to run (``export.bundled.choose_model``, the plugin's choice), as a :class:`DemoError`."""
+    try:
+        return bundled.choose_model(lr_path, msi_path, model, models_dir)
+    except bundled.NoModelFits as exc:
+        raise DemoError(str(exc)) from None
 
 
 # ---------------------------------------------------------------------- preview

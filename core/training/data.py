@@ -1,0 +1,325 @@
+"""Training data for the CDFormer.
+
+Two ways to get ``(Z0, lr_up, msi, lr)`` training quadruples (all ``(bands, rows, cols)`` float32):
+
+a. ``supervised``: reference HR-HSI cubes; LR-HSI and HR-MSI are simulated once per scene with
+   ``core.sensor.simulate_pair`` (PSF blur + decimation by ``scale``, spectral response ``R``,
+   optional noise), ``lr_up = core.resample.upsample(lr, scale)``.
+b. ``self_supervised`` (Wald's protocol): a real co-registered LR-HSI ``Y`` / HR-MSI ``X`` pair with
+   ratio ``scale`` and no reference.  Both are degraded by ``scale`` again
+   (``core.sensor.degrade_spatial``); the network learns ``(D Y, D X) -> Y`` and is applied at the
+   original scale (scale invariance assumption of Wald's protocol).
+
+Random square crops (offsets on the ``scale`` grid so that the LR crop is exactly the crop's
+degradation, up to the reflect padding at crop borders used by ``D`` in the loss), random
+flips and rot90 applied identically to the four arrays.  Crops overlapping the held-out
+validation square or containing invalid (nodata) pixels are rejected.  Per-band
+``BandNormalization``s of the HSI and the MSI are fitted on the training pixels only and stored
+in the checkpoint.  Bands flagged bad (``bbl = 0``, e.g. EnMAP's water-vapour bands) are dropped;
+the kept band indices are recorded in ``DataBundle.describe()``.
+
+Files: GeoTIFF/ENVI through ``core.raster_io`` (imported lazily: this module never imports GDAL at
+import time), or ``.npy`` ``(bands, rows, cols)`` / ``.npz`` with ``cube`` (or ``hsi``) and optional
+``wavelengths``, ``fwhm``, ``bad_bands`` arrays - handy on a GPU box without GDAL.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from core.normalization import BandNormalization
+from core.resample import upsample
+
+__all__ = ["Cube", "load_cube", "Scene", "DataBundle", "build_data", "srf_matrix", "psf_kernel", "sensor_module"]
+
+
+# ----------------------------------------------------------------------------- sensor access
+
+
+def sensor_module():
+    """``core.sensor`` (a colleague's module); raises a clear error if it is not there."""
+    try:
+        import core.sensor as sensor
+    except ImportError as exc:  # pragma: no cover - only while core/sensor is being written
+        raise ImportError("core.sensor is required for simulating training pairs") from exc
+    return sensor
+
+
+def psf_kernel(scale: int, sigma: float | None = None) -> np.ndarray:
+    """The ``(k, k)`` Gaussian PSF of ``core.sensor`` (FWHM = scale by default)."""
+    return np.asarray(sensor_module().gaussian_psf(scale, sigma=sigma), dtype=np.float32)
+
+
+def srf_matrix(srf: str, wavelengths: np.ndarray | None, fwhm: np.ndarray | None = None, bands=None):
+    """``(R (msi_bands, hsi_bands) float32, msi band names)`` from ``core.sensor.spectral_response``.
+
+    ``srf`` is a sensor name (``nikon_d700``, ``sentinel2``, ...) or an SRF CSV path; ``bands``
+    defaults to ``core.sensor.default_msi_bands(srf)`` (e.g. Sentinel-2's 10 land bands at 10/20 m).
+    """
+    sensor = sensor_module()
+    if wavelengths is None:
+        raise ValueError("simulating an MSI needs the HSI wavelengths")
+    if bands is None:
+        bands = list(sensor.default_msi_bands(srf))
+    resp = sensor.spectral_response(srf, wavelengths, fwhm_nm=fwhm, bands=bands)
+    return np.asarray(resp.matrix, dtype=np.float32), list(resp.band_names)
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+@dataclass
+class Cube:
+    data: np.ndarray  # (bands, rows, cols) float32, NaN = nodata
+    wavelengths: np.ndarray | None = None
+    fwhm: np.ndarray | None = None
+    bad_bands: np.ndarray | None = None
+    band_names: list[str] = field(default_factory=list)
+
+
+def load_cube(path: str | Path) -> Cube:
+    """Read a cube from GeoTIFF/ENVI (via ``core.raster_io``), ``.npy`` or ``.npz``."""
+    path = Path(path)
+    if path.suffix == ".npy":
+        return Cube(np.load(path).astype(np.float32))
+    if path.suffix == ".npz":
+        z = np.load(path)
+        key = "cube" if "cube" in z else "hsi"
+        get = lambda k: np.asarray(z[k]) if k in z else None  # noqa: E731
+        bb = get("bad_bands")
+        return Cube(z[key].astype(np.float32), get("wavelengths"), get("fwhm"), None if bb is None else bb.astype(bool))
+    from core.raster_io import read_raster
+
+    arr, meta = read_raster(path)
+    return Cube(arr.astype(np.float32), meta.wavelengths, meta.fwhm, meta.bad_bands, list(meta.band_names))
+
+
+# ----------------------------------------------------------------------------- scenes and sampling
+
+
+@dataclass
+class Scene:
+    """One training scene: reference, its bicubic-upsampled LR, the MSI and the LR, physical units."""
+
+    ref: np.ndarray  # (b, H, W)
+    lr_up: np.ndarray  # (b, H, W)
+    msi: np.ndarray  # (m, H, W)
+    lr: np.ndarray  # (b, H/s, W/s)
+    valid: np.ndarray  # (H, W) bool, False on nodata and on the held-out square
+
+
+def _augment(arrays: list[np.ndarray], k: int, flip: bool) -> list[np.ndarray]:
+    out = []
+    for a in arrays:
+        a = np.rot90(a, k, axes=(1, 2))
+        if flip:
+            a = a[:, :, ::-1]
+        out.append(np.ascontiguousarray(a))
+    return out
+
+
+@dataclass
+class DataBundle:
+    scenes: list[Scene]
+    scale: int
+    hsi_norm: BandNormalization
+    msi_norm: BandNormalization
+    srf: np.ndarray | None
+    psf: np.ndarray | None
+    psf_sigma: float | None
+    wavelengths: np.ndarray | None
+    fwhm: np.ndarray | None
+    msi_band_names: list[str]
+    band_indices: list[int]
+    val: dict | None  # physical units: ref, lr_up, msi, lr (each (bands, S, S))
+    description: dict
+
+    @property
+    def hsi_bands(self) -> int:
+        return int(self.scenes[0].ref.shape[0])
+
+    @property
+    def msi_bands(self) -> int:
+        return int(self.scenes[0].msi.shape[0])
+
+    def sample_batch(self, rng: np.random.Generator, batch: int, patch: int, augment: bool = True) -> dict[str, torch.Tensor]:
+        """Normalised torch tensors ``z0``, ``lr_up``, ``msi`` ``(batch, *, patch, patch)`` and ``lr``."""
+        s = self.scale
+        if patch % s:
+            raise ValueError(f"patch {patch} must be a multiple of the scale {s}")
+        out = {"z0": [], "lr_up": [], "msi": [], "lr": []}
+        for _ in range(batch):
+            for _attempt in range(1000):
+                sc = self.scenes[int(rng.integers(len(self.scenes)))]
+                h, w = sc.ref.shape[1:]
+                if h < patch or w < patch:
+                    continue
+                i = int(rng.integers(0, (h - patch) // s + 1)) * s
+                j = int(rng.integers(0, (w - patch) // s + 1)) * s
+                if sc.valid[i : i + patch, j : j + patch].all():
+                    break
+            else:
+                raise RuntimeError(f"no valid {patch}x{patch} crop found in 1000 tries (held-out square too big?)")
+            arrs = [
+                sc.ref[:, i : i + patch, j : j + patch],
+                sc.lr_up[:, i : i + patch, j : j + patch],
+                sc.msi[:, i : i + patch, j : j + patch],
+                sc.lr[:, i // s : (i + patch) // s, j // s : (j + patch) // s],
+            ]
+            if augment:
+                arrs = _augment(arrs, int(rng.integers(4)), bool(rng.integers(2)))
+            out["z0"].append(self.hsi_norm.apply(arrs[0]))
+            out["lr_up"].append(self.hsi_norm.apply(arrs[1]))
+            out["msi"].append(self.msi_norm.apply(arrs[2]))
+            out["lr"].append(self.hsi_norm.apply(arrs[3]))
+        return {k: torch.from_numpy(np.stack(v)) for k, v in out.items()}
+
+    def validation_batch(self) -> dict[str, torch.Tensor] | None:
+        if self.val is None:
+            return None
+        return {
+            "lr_up": torch.from_numpy(self.hsi_norm.apply(self.val["lr_up"])[None]),
+            "msi": torch.from_numpy(self.msi_norm.apply(self.val["msi"])[None]),
+        }
+
+    def describe(self) -> dict:
+        return dict(self.description, band_indices=self.band_indices)
+
+
+def _good_band_index(cube: Cube) -> np.ndarray:
+    good = np.ones(cube.data.shape[0], bool) if cube.bad_bands is None else ~np.asarray(cube.bad_bands, bool)
+    # a band with no finite pixel at all is unusable too
+    good &= np.isfinite(cube.data).reshape(cube.data.shape[0], -1).any(axis=1)
+    return np.flatnonzero(good)
+
+
+def _holdout_mask(shape, region) -> np.ndarray:
+    keep = np.ones(shape, bool)
+    if region:
+        r, c, size = (int(v) for v in region)
+        keep[r : r + size, c : c + size] = False
+    return keep
+
+
+def build_data(cfg: dict, seed: int = 0) -> DataBundle:
+    """Build the training data from the ``data`` section of a training config.
+
+    Keys: ``mode`` (``supervised`` | ``self_supervised``), ``hsi`` (path or list of paths: the
+    reference cubes, or the real LR-HSI for self-supervised), ``msi`` (self-supervised: the HR-MSI),
+    ``scale``, ``srf`` (sensor name or CSV path; supervised only, optional for self-supervised),
+    ``msi_bands`` (band names to keep, optional), ``psf_sigma`` (null = FWHM of ``scale``),
+    ``snr_db`` (noise of the simulated pair, null = none), ``val_region`` (``[row, col, size]`` on
+    the reference grid of the first scene - for self-supervised that is the real LR-HSI's grid -
+    held out from training; null = none).  Scenes are held in memory.
+    """
+    mode = cfg.get("mode", "supervised")
+    scale = int(cfg["scale"])
+    paths = cfg["hsi"] if isinstance(cfg["hsi"], list) else [cfg["hsi"]]
+    psf_sigma = cfg.get("psf_sigma")
+    sensor = sensor_module()
+    psf = np.asarray(sensor.gaussian_psf(scale, sigma=psf_sigma), dtype=np.float32)
+    val_region = cfg.get("val_region")
+    scenes, val = [], None
+    srf = None
+    msi_names: list[str] = []
+    wavelengths = fwhm = None
+    band_idx = None
+    input_bands = 0
+
+    if mode == "supervised":
+        for n, p in enumerate(paths):
+            cube = load_cube(p)
+            idx = _good_band_index(cube)
+            if band_idx is None:
+                band_idx = idx
+                input_bands = int(cube.data.shape[0])
+                wavelengths = None if cube.wavelengths is None else np.asarray(cube.wavelengths)[idx]
+                fwhm = None if cube.fwhm is None else np.asarray(cube.fwhm)[idx]
+                srf, msi_names = srf_matrix(cfg["srf"], wavelengths, fwhm, cfg.get("msi_bands"))
+            elif not np.array_equal(idx, band_idx):
+                raise ValueError(f"{p}: band set differs from the first scene's")
+            ref = cube.data[idx]
+            h, w = (ref.shape[1] // scale) * scale, (ref.shape[2] // scale) * scale
+            ref = ref[:, :h, :w]
+            valid = np.isfinite(ref).all(axis=0)
+            filled = np.where(np.isfinite(ref), ref, np.nanmean(ref, axis=(1, 2), keepdims=True)).astype(np.float32)
+            lr, msi = sensor.simulate_pair(filled, scale, srf, psf=psf, snr_db=cfg.get("snr_db"), seed=seed + n)
+            lr = np.asarray(lr, np.float32)
+            msi = np.asarray(msi, np.float32)
+            lr_up = upsample(lr, scale)
+            keep = _holdout_mask((h, w), val_region if n == 0 else None)
+            if n == 0 and val_region:
+                r, c, size = (int(v) for v in val_region)
+                if r % scale or c % scale or size % scale:
+                    raise ValueError("val_region row, col and size must be multiples of the scale")
+                sl = (slice(None), slice(r, r + size), slice(c, c + size))
+                lr_sl = (slice(None), slice(r // scale, (r + size) // scale), slice(c // scale, (c + size) // scale))
+                val = {"ref": ref[sl], "lr_up": lr_up[sl], "msi": msi[sl], "lr": lr[lr_sl]}
+            scenes.append(Scene(filled, lr_up, msi, lr, valid & keep))
+    elif mode == "self_supervised":
+        if len(paths) != 1 or not cfg.get("msi"):
+            raise ValueError("self_supervised needs one 'hsi' (the real LR-HSI) and one 'msi' (the real HR-MSI)")
+        y_cube, x_cube = load_cube(paths[0]), load_cube(cfg["msi"])
+        band_idx = _good_band_index(y_cube)
+        input_bands = int(y_cube.data.shape[0])
+        y = y_cube.data[band_idx]
+        x = x_cube.data
+        wavelengths = None if y_cube.wavelengths is None else np.asarray(y_cube.wavelengths)[band_idx]
+        fwhm = None if y_cube.fwhm is None else np.asarray(y_cube.fwhm)[band_idx]
+        msi_names = list(x_cube.band_names) or [f"b{i + 1}" for i in range(x.shape[0])]
+        if cfg.get("srf"):
+            srf, msi_names = srf_matrix(cfg["srf"], wavelengths, fwhm, cfg.get("msi_bands"))
+        hy, wy = (y.shape[1] // scale) * scale, (y.shape[2] // scale) * scale
+        y = y[:, :hy, :wy]
+        x = x[:, : hy * scale, : wy * scale]
+        y_valid = np.isfinite(y).all(axis=0)
+        x_valid = np.isfinite(x).all(axis=0) & (np.abs(x).sum(axis=0) > 0)  # black no-data patches
+        x_valid_lr = x_valid.reshape(hy, scale, wy, scale).all(axis=(1, 3))
+        fill = lambda a: np.where(np.isfinite(a), a, np.nanmean(a, axis=(1, 2), keepdims=True)).astype(np.float32)  # noqa: E731
+        y, x = fill(y), fill(x)
+        lr = np.asarray(sensor.degrade_spatial(y, scale, psf=psf), np.float32)
+        msi = np.asarray(sensor.degrade_spatial(x, scale, psf=psf), np.float32)
+        lr_up = upsample(lr, scale)
+        valid = y_valid & x_valid_lr & _holdout_mask((hy, wy), val_region)
+        if val_region:
+            r, c, size = (int(v) for v in val_region)
+            sl = (slice(None), slice(r, r + size), slice(c, c + size))
+            lr_sl = (slice(None), slice(r // scale, (r + size) // scale), slice(c // scale, (c + size) // scale))
+            val = {"ref": y[sl], "lr_up": lr_up[sl], "msi": msi[sl], "lr": lr[lr_sl]}
+        scenes.append(Scene(y, lr_up, msi, lr, valid))
+    else:
+        raise ValueError(f"unknown data mode {mode!r}")
+
+    ref_pixels = np.concatenate([s.ref[:, s.valid] for s in scenes], axis=1)[:, :, None]
+    msi_pixels = np.concatenate([s.msi[:, s.valid] for s in scenes], axis=1)[:, :, None]
+    hsi_norm = BandNormalization.fit(ref_pixels)
+    msi_norm = BandNormalization.fit(msi_pixels)
+    desc = {
+        "mode": mode,
+        "files": [str(p) for p in paths] + ([str(cfg["msi"])] if cfg.get("msi") else []),
+        "scale": scale,
+        "srf": cfg.get("srf"),
+        "snr_db": cfg.get("snr_db"),
+        "val_region": val_region,
+        "input_bands": input_bands,  # the sensor's band count; band_indices are the bands used
+        "train_pixels": int(sum(s.valid.sum() for s in scenes)),
+    }
+    return DataBundle(
+        scenes=scenes,
+        scale=scale,
+        hsi_norm=hsi_norm,
+        msi_norm=msi_norm,
+        srf=srf,
+        psf=psf,
+        psf_sigma=float(psf_sigma) if psf_sigma is not None else scale / 2.3548,
+        wavelengths=wavelengths,
+        fwhm=fwhm,
+        msi_band_names=msi_names,
+        band_indices=[int(i) for i in band_idx],
+        val=val,
+        description=desc,
+    )

@@ -1,0 +1,380 @@
+"""Conditional-diffusion training of the CDFormer (HSR-Diff).
+
+One training step: draw a batch of crops (progressive stages set patch and batch size), draw
+noise levels ``sqrt(gamma)`` with ``NoiseSchedule.sample_training_levels`` (``t`` uniform on
+``1..T``, continuous level between ``sqrt(gamma_t)`` and ``sqrt(gamma_{t-1})``), form
+``Z_t = sqrt(g) Z_0 + sqrt(1 - g) eps``, predict ``Z0_hat`` and minimise ``HSRLoss``.
+
+AdamW, linear warm-up then cosine decay to ``min_lr_ratio * lr``, gradient-norm clipping, an EMA
+of the weights (exported), bf16 autocast on CUDA, a progress line with loss / lr / s per step /
+ETA, validation (short DDIM sampling of the EMA model on the held-out crop, PSNR/SAM in physical
+units vs the reference, bicubic given once for comparison) and atomic checkpoints that resume
+bit-exactly: every random draw comes from generators whose states are checkpointed (numpy
+``Generator`` for crops/augmentation/noise levels, a CPU ``torch.Generator`` for the Gaussian noise,
+plus the python/numpy/torch global states).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from core.metrics import psnr, sam
+from core.normalization import BandNormalization
+from core.schedule import NoiseSchedule
+
+from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .data import DataBundle, build_data
+from .distributed import DistContext, init_distributed, replicas_identical
+from .losses import HSRLoss
+from .sampler import sample
+
+__all__ = ["DEFAULTS", "merge_config", "apply_overrides", "Trainer", "train", "lr_at", "EMA"]
+
+DEFAULTS: dict = {
+    "name": "run",
+    "run_dir": "runs/run",
+    "seed": 0,
+    "device": "auto",  # auto | cpu | cuda
+    "threads": 0,  # torch CPU threads, 0 = leave torch's default
+    "amp": True,  # bf16 autocast on CUDA (ignored on CPU)
+    "model": {"preset": "small"},  # preset + any ModelConfig overrides
+    "data": {
+        "mode": "supervised",
+        "hsi": None,
+        "msi": None,
+        "scale": 4,
+        "srf": None,
+        "msi_bands": None,
+        "psf_sigma": None,
+        "snr_db": None,
+        "val_region": None,
+    },
+    "schedule": {"steps": 2000, "beta_start": 1e-6, "beta_end": 1e-2},
+    "loss": {"w_msi": 0.0, "w_lr": 0.0},
+    "optim": {"lr": 2e-4, "weight_decay": 1e-4, "betas": [0.9, 0.99], "warmup": 100, "min_lr_ratio": 0.05, "grad_clip": 1.0},
+    "ema": {"decay": 0.999},
+    "stages": [{"steps": 100, "patch": 32, "batch": 4}],
+    "augment": True,
+    "log_every": 10,
+    "val": {"every": 0, "steps": 10, "sampler": "ddim", "eta": 0.0, "seed": 0},
+    "checkpoint": {"every": 0, "keep": 2},
+}
+
+
+def merge_config(base: dict, update: dict) -> dict:
+    """Deep merge (``update`` wins); lists are replaced, not merged."""
+    out = copy.deepcopy(base)
+    for k, v in (update or {}).items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = merge_config(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def apply_overrides(cfg: dict, overrides: list[str]) -> dict:
+    """Apply ``key.sub=value`` strings; values are parsed as YAML (``3``, ``1e-4``, ``[1, 2]``, ``null``)."""
+    import yaml
+
+    cfg = copy.deepcopy(cfg)
+    for item in overrides or []:
+        if "=" not in item:
+            raise ValueError(f"--set expects key=value, got {item!r}")
+        key, raw = item.split("=", 1)
+        value = yaml.safe_load(raw)
+        if isinstance(value, str):  # YAML 1.1 reads "5e-4" as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        node = cfg
+        parts = key.strip().split(".")
+        for p in parts[:-1]:
+            if isinstance(node, list):
+                node = node[int(p)]
+            else:
+                node = node.setdefault(p, {})
+        if isinstance(node, list):
+            node[int(parts[-1])] = value
+        else:
+            node[parts[-1]] = value
+    return cfg
+
+
+def total_steps(cfg: dict) -> int:
+    return int(sum(int(s["steps"]) for s in cfg["stages"]))
+
+
+def stage_at(cfg: dict, step: int) -> dict:
+    """The progressive-learning stage that training step ``step`` (0-based) belongs to."""
+    acc = 0
+    for s in cfg["stages"]:
+        acc += int(s["steps"])
+        if step < acc:
+            return s
+    return cfg["stages"][-1]
+
+
+def lr_at(cfg: dict, step: int) -> float:
+    """Linear warm-up over ``optim.warmup`` steps, then cosine from ``lr`` to ``min_lr_ratio * lr``."""
+    o = cfg["optim"]
+    base, warm, total = float(o["lr"]), int(o["warmup"]), total_steps(cfg)
+    if warm > 0 and step < warm:
+        return base * (step + 1) / warm
+    progress = min(max((step - warm) / max(total - warm, 1), 0.0), 1.0)
+    floor = float(o["min_lr_ratio"])
+    return base * (floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress)))
+
+
+class EMA:
+    """Exponential moving average of a model's float32 state (decay warmed up as ``(1+n)/(10+n)``)."""
+
+    def __init__(self, model: nn.Module, decay: float):
+        self.decay = float(decay)
+        self.shadow = {k: v.detach().clone().float() for k, v in model.state_dict().items()}
+
+    @torch.no_grad()
+    def update(self, model: nn.Module, step: int) -> None:
+        d = min(self.decay, (1.0 + step) / (10.0 + step))
+        for k, v in model.state_dict().items():
+            if v.dtype.is_floating_point:
+                self.shadow[k].mul_(d).add_(v.detach().float(), alpha=1.0 - d)
+            else:
+                self.shadow[k].copy_(v)
+
+    def state_dict(self) -> dict:
+        return self.shadow
+
+    def load_state_dict(self, sd: dict) -> None:
+        for k in self.shadow:
+            self.shadow[k].copy_(sd[k])
+
+
+class Trainer:
+    """Holds the model, optimiser, EMA, data and RNGs of one run; :meth:`run` trains to the end."""
+
+    def __init__(self, cfg: dict, resume: bool = False, ctx: DistContext | None = None, log=print,
+                 data: DataBundle | None = None):
+        from core.model import build_model
+
+        self.cfg = merge_config(DEFAULTS, cfg)
+        self.ctx = ctx or init_distributed(self.cfg["device"])
+        self.log = log if self.ctx.is_main else (lambda *a, **k: None)
+        if self.cfg.get("threads"):
+            torch.set_num_threads(int(self.cfg["threads"]))
+        self.run_dir = Path(self.cfg["run_dir"])
+        self.device = self.ctx.device
+        seed = int(self.cfg["seed"])
+        torch.manual_seed(seed)
+        np.random.seed(seed % 2**32)
+        self.np_rng = np.random.default_rng(seed)
+        self.noise_gen = torch.Generator(device="cpu").manual_seed(seed + 1)
+        self.schedule = NoiseSchedule(**self.cfg["schedule"])
+        self.data = data or build_data(self.cfg["data"], seed=seed)
+        mcfg = dict(self.cfg["model"])
+        preset = mcfg.pop("preset", "small")
+        self.model = build_model(preset, self.data.hsi_bands, self.data.msi_bands, **mcfg).to(self.device)
+        self.ema = EMA(self.model, self.cfg["ema"]["decay"])
+        o = self.cfg["optim"]
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=float(o["lr"]), betas=tuple(o["betas"]),
+                                     weight_decay=float(o["weight_decay"]))
+        self.step = 0
+        self.wall = 0.0
+        self.validation: dict = {}
+        self.history: list[dict] = []
+        ckpt = None
+        if resume and not (self.run_dir / "latest").exists():
+            self.log(f"--resume: no checkpoint in {self.run_dir}, starting from scratch")
+        if resume and (self.run_dir / "latest").exists():
+            ckpt = load_checkpoint(self.run_dir, map_location="cpu")
+            self.model.load_state_dict(ckpt["model"])
+            self.ema.load_state_dict(ckpt["ema"])
+            self.opt.load_state_dict(ckpt["optimizer"]["optimizer"])
+            st = ckpt["state"]
+            self.step = int(st["step"])
+            self.wall = float(st.get("wall_time_s", 0.0))
+            self.validation = ckpt["export_info"].get("validation", {})
+            norm = ckpt["export_info"]["normalization"]
+            self.data.hsi_norm = BandNormalization.from_dict(norm["hsi"])
+            self.data.msi_norm = BandNormalization.from_dict(norm["msi"])
+            set_rng_state(st["rng"], self.np_rng)
+            self.noise_gen.set_state(torch.from_numpy(np.frombuffer(bytes(st["noise_gen"]), dtype=np.uint8).copy()))
+            self.log(f"resumed from {ckpt['path']} at step {self.step}")
+        self.loss_fn = HSRLoss(
+            self.data.scale, self.data.psf, self.data.srf, self.data.hsi_norm, self.data.msi_norm, **self.cfg["loss"]
+        ).to(self.device)
+        self.net = self.model
+        if self.ctx.enabled:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.net = DistributedDataParallel(self.model, device_ids=ids)
+        self.amp_dtype = torch.bfloat16 if (self.cfg["amp"] and self.device.type == "cuda") else None
+        self._bicubic = None
+
+    # ------------------------------------------------------------------ one step
+
+    def train_step(self) -> dict:
+        cfg = self.cfg
+        stage = stage_at(cfg, self.step)
+        gbatch, patch = int(stage["batch"]), int(stage["patch"])
+        world, rank = self.ctx.world_size, self.ctx.rank
+        if gbatch % world:
+            raise ValueError(f"global batch {gbatch} not divisible by {world} processes")
+        batch = self.data.sample_batch(self.np_rng, gbatch, patch, augment=bool(cfg["augment"]))
+        levels = torch.from_numpy(self.schedule.sample_training_levels(self.np_rng, gbatch))
+        noise = torch.randn(batch["z0"].shape, generator=self.noise_gen)
+        sl = slice(rank * gbatch // world, (rank + 1) * gbatch // world)
+        dev = self.device
+        z0, lr_up, msi, lr = (batch[k][sl].to(dev) for k in ("z0", "lr_up", "msi", "lr"))
+        g = levels[sl].to(dev)
+        zt = g[:, None, None, None] * z0 + torch.sqrt(1.0 - g**2)[:, None, None, None] * noise[sl].to(dev)
+        lr_now = lr_at(cfg, self.step)
+        for group in self.opt.param_groups:
+            group["lr"] = lr_now
+        self.net.train()
+        with torch.autocast(dev.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+            x0_hat = self.net(zt, g, lr_up, msi)
+        loss, parts = self.loss_fn(x0_hat, z0, msi, lr)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        gnorm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), float(cfg["optim"]["grad_clip"]))
+        self.opt.step()
+        self.ema.update(self.model, self.step)
+        self.step += 1
+        return {"loss": float(loss.detach()), **{k: float(v) for k, v in parts.items()}, "lr": lr_now, "gnorm": float(gnorm),
+                "patch": patch, "batch": gbatch}
+
+    # ------------------------------------------------------------------ validation
+
+    def ema_model(self) -> nn.Module:
+        m = copy.deepcopy(self.model)
+        m.load_state_dict(self.ema.state_dict())
+        return m.eval()
+
+    def validate(self) -> dict:
+        if self.data.val is None:
+            return {}
+        v = self.cfg["val"]
+        vb = self.data.validation_batch()
+        t0 = time.time()
+        z = sample(self.ema_model(), vb["lr_up"].to(self.device), vb["msi"].to(self.device), self.schedule,
+                   steps=int(v["steps"]), sampler=v["sampler"], eta=float(v["eta"]), seed=int(v["seed"]),
+                   autocast_dtype=self.amp_dtype)
+        est = self.data.hsi_norm.invert(z[0].float().cpu().numpy())
+        ref = self.data.val["ref"]
+        if self._bicubic is None:
+            self._bicubic = {"psnr": psnr(ref, self.data.val["lr_up"]), "sam": sam(ref, self.data.val["lr_up"])}
+        out = {"step": self.step, "psnr": float(psnr(ref, est)), "sam": float(sam(ref, est)),
+               "bicubic_psnr": self._bicubic["psnr"],
+               "bicubic_sam": self._bicubic["sam"], "sampler": v["sampler"], "sampling_steps": int(v["steps"]),
+               "crop": self.data.describe().get("val_region"), "seconds": round(time.time() - t0, 2)}
+        self.validation = out
+        return out
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def export_info(self) -> dict:
+        d = self.data
+        return {
+            "preset": self.model.cfg.preset,
+            "model_config": self.model.config,
+            "hsi_bands": d.hsi_bands,
+            "msi_bands": d.msi_bands,
+            "scale": d.scale,
+            "wavelengths_nm": None if d.wavelengths is None else [float(x) for x in d.wavelengths],
+            "fwhm_nm": None if d.fwhm is None else [float(x) for x in d.fwhm],
+            "msi_band_names": list(d.msi_band_names),
+            "srf": None if d.srf is None else np.asarray(d.srf, np.float64).tolist(),
+            "psf_sigma": d.psf_sigma,
+            "normalization": {"hsi": d.hsi_norm.to_dict(), "msi": d.msi_norm.to_dict()},
+            "schedule": self.schedule.to_dict(),
+            "spatial_multiple": int(self.model.spatial_multiple),
+            "training": {"data": d.describe(), "steps": self.step, "total_steps": total_steps(self.cfg),
+                         "seed": int(self.cfg["seed"]),
+                         "wall_time_s": round(self.wall, 1), "name": self.cfg["name"], "device": str(self.device),
+                         "world_size": self.ctx.world_size},
+            "validation": self.validation,
+        }
+
+    def save(self) -> Path | None:
+        if not self.ctx.is_main:
+            return None
+        state = {"wall_time_s": self.wall, "rng": rng_state(self.np_rng), "noise_gen": self.noise_gen.get_state().tolist()}
+        return save_checkpoint(self.run_dir, self.step, self.model.state_dict(), self.ema.state_dict(),
+                               {"optimizer": self.opt.state_dict()}, self.cfg, state, self.export_info(),
+                               keep=int(self.cfg["checkpoint"]["keep"]))
+
+    # ------------------------------------------------------------------ loop
+
+    def run(self, max_steps: int | None = None) -> dict:
+        """Train until the configured total (or ``max_steps`` more steps); returns the last validation."""
+        cfg = self.cfg
+        total = total_steps(cfg)
+        stop = total if max_steps is None else min(total, self.step + max_steps)
+        every_log = int(cfg["log_every"])
+        every_val = int(cfg["val"]["every"])
+        every_ckpt = int(cfg["checkpoint"]["every"])
+        if self.ctx.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            n_par = sum(p.numel() for p in self.model.parameters())
+            self.log(f"[{cfg['name']}] {n_par:,} parameters, {total} steps, device {self.device}, world {self.ctx.world_size}")
+        logf = open(self.run_dir / "log.jsonl", "a") if self.ctx.is_main else None
+        t_last, n_last, acc = time.time(), self.step, []
+        try:
+            while self.step < stop:
+                t0 = time.time()
+                rec = self.train_step()
+                self.wall += time.time() - t0
+                acc.append(rec["loss"])
+                if every_log and (self.step % every_log == 0 or self.step == stop):
+                    dt = (time.time() - t_last) / max(self.step - n_last, 1)
+                    eta = dt * (total - self.step)
+                    parts = " ".join(f"{k} {rec[k]:.4f}" for k in ("l1", "msi", "lr_hsi") if k in rec)
+                    self.log(f"step {self.step}/{total} patch {rec['patch']} batch {rec['batch']} "
+                             f"loss {np.mean(acc):.4f} ({parts}) "
+                             f"lr {rec['lr']:.2e} {dt:.2f} s/step ETA {eta / 60:.1f} min")
+                    if logf:
+                        rec_out = {"step": self.step, "loss": float(np.mean(acc)), "lr": rec["lr"], "s_per_step": dt}
+                        logf.write(json.dumps(rec_out) + "\n")
+                        logf.flush()
+                    t_last, n_last, acc = time.time(), self.step, []
+                    sys.stdout.flush()
+                if self.ctx.is_main and every_val and self.step % every_val == 0:
+                    v = self.validate()
+                    if v:
+                        self.log(f"  val step {self.step}: PSNR {v['psnr']:.2f} dB SAM {v['sam']:.2f} deg "
+                                 f"(bicubic {v['bicubic_psnr']:.2f} dB / {v['bicubic_sam']:.2f} deg) [{v['seconds']} s]")
+                        if logf:
+                            logf.write(json.dumps({"val": v}) + "\n")
+                            logf.flush()
+                if every_ckpt and self.step % every_ckpt == 0:
+                    self.save()
+        finally:
+            if logf:
+                logf.close()
+        if self.ctx.enabled:
+            same = replicas_identical(self.model)
+            self.log(f"replicas identical across {self.ctx.world_size} ranks: {same}")
+            if not same:
+                raise RuntimeError("DDP replicas diverged")
+        if self.step >= total and self.ctx.is_main:
+            if every_val and self.data.val is not None and self.validation.get("step") != self.step:
+                self.validate()
+            self.save()
+        return self.validation
+
+
+def train(cfg: dict, resume: bool = False, ctx: DistContext | None = None, max_steps: int | None = None) -> Trainer:
+    tr = Trainer(cfg, resume=resume, ctx=ctx)
+    tr.run(max_steps=max_steps)
+    return tr

@@ -1,0 +1,230 @@
+"""Training: degradation parity, sampler determinism, overfitting, exact resume, checkpoints, CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from core import sensor
+from core.schedule import NoiseSchedule
+from core.training.checkpoint import EXPORT_INFO_KEYS, load_for_export, resolve_checkpoint
+from core.training.data import build_data
+from core.training.losses import degrade_spatial_torch, spectral_torch
+from core.training.sampler import sample
+from core.training.trainer import DEFAULTS, Trainer, apply_overrides, lr_at, merge_config
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def cave_npz(shared_data, tmp_path_factory):
+    """A 96 x 96 crop of the real CAVE balloons cube with its wavelengths, as .npz (no GDAL needed later)."""
+    from core.raster_io import read_raster
+
+    cube, meta = read_raster(shared_data / "cave_balloons.tif")
+    path = tmp_path_factory.mktemp("cave") / "balloons_crop.npz"
+    extra = {"fwhm": meta.fwhm} if meta.fwhm is not None else {}
+    np.savez(path, cube=cube[:, 80:176, 80:176], wavelengths=meta.wavelengths, **extra)
+    return path
+
+
+def _cfg(npz, run_dir, **over) -> dict:
+    cfg = merge_config(DEFAULTS, {
+        "name": "test", "run_dir": str(run_dir), "seed": 3, "device": "cpu",
+        "model": {"preset": "tiny"},
+        "data": {"mode": "supervised", "hsi": str(npz), "scale": 4, "srf": "nikon_d700", "val_region": [64, 64, 32]},
+        "loss": {"w_msi": 0.1, "w_lr": 0.1},
+        "optim": {"lr": 1e-3, "warmup": 2},
+        "ema": {"decay": 0.9},
+        "stages": [{"steps": 4, "patch": 16, "batch": 2}, {"steps": 4, "patch": 24, "batch": 2}],
+        "log_every": 0, "val": {"every": 0, "steps": 3}, "checkpoint": {"every": 4, "keep": 2},
+    })
+    return merge_config(cfg, over)
+
+
+# --------------------------------------------------------------------------- sensor parity
+
+
+@pytest.mark.parametrize("scale,sigma", [(4, None), (3, None), (2, 1.3), (5, 0.8)])
+def test_torch_degradation_matches_core_sensor(scale, sigma):
+    rng = np.random.default_rng(scale)
+    cube = rng.random((5, 8 * scale + 1, 7 * scale + 2)).astype(np.float32)  # not multiples: both crop
+    psf = sensor.gaussian_psf(scale, sigma)
+    ref = sensor.degrade_spatial(cube, scale, psf)
+    got = degrade_spatial_torch(torch.from_numpy(cube)[None], scale, torch.from_numpy(psf))[0].numpy()
+    assert got.shape == ref.shape
+    np.testing.assert_allclose(got, ref, atol=2e-6)
+
+
+def test_torch_spectral_matches_core_sensor():
+    rng = np.random.default_rng(0)
+    cube = rng.random((31, 6, 5)).astype(np.float32)
+    r = sensor.spectral_response("nikon_d700", np.arange(400, 710, 10.0)).matrix
+    np.testing.assert_allclose(spectral_torch(torch.from_numpy(cube)[None], torch.from_numpy(r))[0].numpy(),
+                               sensor.degrade_spectral(cube, r), atol=1e-6)
+
+
+# --------------------------------------------------------------------------- data
+
+
+def test_data_bundle_batches_and_holdout(cave_npz):
+    data = build_data(_cfg(cave_npz, "unused")["data"], seed=0)
+    assert data.hsi_bands == 31 and data.msi_bands == 3 and data.srf.shape == (3, 31)
+    assert data.val["ref"].shape == (31, 32, 32) and data.val["lr"].shape == (31, 8, 8)
+    assert not data.scenes[0].valid[64:96, 64:96].any()
+    b = data.sample_batch(np.random.default_rng(0), 3, 16)
+    assert b["z0"].shape == (3, 31, 16, 16) and b["msi"].shape == (3, 3, 16, 16) and b["lr"].shape == (3, 31, 4, 4)
+    # lr is the degradation of z0 (physical units) up to the crop-border padding
+    phys = torch.from_numpy(data.hsi_norm.invert(b["z0"].numpy()))
+    d = degrade_spatial_torch(phys, 4, torch.from_numpy(data.psf))
+    lr = torch.from_numpy(data.hsi_norm.invert(b["lr"].numpy()))
+    assert (d - lr)[:, :, 1:-1, 1:-1].abs().max() < 1e-4
+
+
+def test_self_supervised_wald_pair(shared_data):
+    """Real Houston LR-HSI / HR-RGB pair (ratio 4): both degraded by 4, the real HSI is the target."""
+    cfg = {"mode": "self_supervised", "hsi": str(shared_data / "houston2018_hs.tif"),
+           "msi": str(shared_data / "houston2018_rgb.tif"), "scale": 4, "val_region": [96, 96, 32]}
+    data = build_data(cfg, seed=0)
+    assert data.hsi_bands == 48 and data.msi_bands == 3 and data.srf is None
+    assert data.scenes[0].ref.shape == (48, 128, 128) and data.scenes[0].lr.shape == (48, 32, 32)
+    assert data.scenes[0].msi.shape == (3, 128, 128) and data.val["ref"].shape == (48, 32, 32)
+    b = data.sample_batch(np.random.default_rng(0), 2, 32)
+    assert b["z0"].shape == (2, 48, 32, 32) and b["lr"].shape == (2, 48, 8, 8)
+    assert all(torch.isfinite(v).all() for v in b.values())
+
+
+# --------------------------------------------------------------------------- sampler
+
+
+def test_sampler_is_deterministic_with_seed():
+    from core.model import build_model
+
+    net = build_model("tiny", 31, 3).eval()
+    g = torch.Generator().manual_seed(0)
+    lr_up, msi = torch.randn(1, 31, 16, 16, generator=g), torch.randn(1, 3, 16, 16, generator=g)
+    sch = NoiseSchedule()
+    for sampler, eta in (("ddim", 0.0), ("ddim", 1.0), ("ancestral", 0.0)):
+        a = sample(net, lr_up, msi, sch, steps=4, sampler=sampler, eta=eta, seed=7)
+        b = sample(net, lr_up, msi, sch, steps=4, sampler=sampler, eta=eta, seed=7)
+        c = sample(net, lr_up, msi, sch, steps=4, sampler=sampler, eta=eta, seed=8)
+        assert torch.equal(a, b)
+        assert (a - c).abs().max() > 0
+        assert torch.isfinite(a).all()
+
+
+# --------------------------------------------------------------------------- learning
+
+
+def test_tiny_model_overfits_one_real_patch(cave_npz):
+    """Residual off, so the network itself must produce Z0: the L1 at 8 fixed noise levels falls > 10x."""
+    from core.model import build_model
+
+    torch.manual_seed(0)
+    data = build_data(_cfg(cave_npz, "unused")["data"], seed=0)
+    b = data.sample_batch(np.random.default_rng(1), 1, 32, augment=False)
+    z0, lu, ms = b["z0"], b["lr_up"], b["msi"]
+    net = build_model("tiny", 31, 3, residual=False)
+    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
+    sch = NoiseSchedule()
+    rng = np.random.default_rng(0)
+    levels = torch.linspace(0.05, 0.999, 8)
+    fixed = torch.randn(8, *z0.shape[1:], generator=torch.Generator().manual_seed(1))
+
+    def evaluate():
+        with torch.no_grad():
+            zt = levels[:, None, None, None] * z0 + (1 - levels**2).sqrt()[:, None, None, None] * fixed
+            return float((net(zt, levels, lu.expand(8, -1, -1, -1), ms.expand(8, -1, -1, -1)) - z0).abs().mean())
+
+    before = evaluate()
+    n = 4
+    for _ in range(150):
+        g = torch.from_numpy(sch.sample_training_levels(rng, n))
+        zt = g[:, None, None, None] * z0 + (1 - g**2).sqrt()[:, None, None, None] * torch.randn(n, *z0.shape[1:])
+        loss = (net(zt, g, lu.expand(n, -1, -1, -1), ms.expand(n, -1, -1, -1)) - z0).abs().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    after = evaluate()
+    print(f'overfit: {before:.4f} -> {after:.4f}')
+    assert after < before / 10, (before, after)
+
+
+def test_lr_schedule_warmup_and_cosine():
+    cfg = merge_config(DEFAULTS, {"optim": {"lr": 1.0, "warmup": 10, "min_lr_ratio": 0.1},
+                                  "stages": [{"steps": 110, "patch": 8, "batch": 1}]})
+    assert lr_at(cfg, 0) == pytest.approx(0.1) and lr_at(cfg, 9) == pytest.approx(1.0)
+    assert lr_at(cfg, 10) == pytest.approx(1.0) and lr_at(cfg, 110) == pytest.approx(0.1)
+    assert lr_at(cfg, 60) == pytest.approx(0.55)
+
+
+# --------------------------------------------------------------------------- checkpoints and resume
+
+
+def _weights(tr: Trainer) -> dict:
+    model = {"m." + k: v.clone() for k, v in tr.model.state_dict().items()}
+    return {**model, **{"e." + k: v.clone() for k, v in tr.ema.state_dict().items()}}
+
+
+def test_resume_is_bit_exact(cave_npz, tmp_path):
+    data = build_data(_cfg(cave_npz, tmp_path / "a")["data"], seed=3)
+    straight = Trainer(_cfg(cave_npz, tmp_path / "a"), data=data)
+    straight.run()
+    ref = _weights(straight)
+
+    first = Trainer(_cfg(cave_npz, tmp_path / "b"), data=build_data(_cfg(cave_npz, tmp_path / "b")["data"], seed=3))
+    first.run(max_steps=4)  # "killed" right after the step-4 checkpoint
+    del first
+    torch.manual_seed(999)  # disturb every global RNG: resume must restore them
+    np.random.seed(999)
+    second = Trainer(_cfg(cave_npz, tmp_path / "b"), resume=True, data=build_data(_cfg(cave_npz, tmp_path / "b")["data"], seed=3))
+    assert second.step == 4
+    second.run()
+    got = _weights(second)
+    assert second.step == straight.step == 8
+    for k in ref:
+        assert torch.equal(ref[k], got[k]), k
+    # optimizer state too
+    sa, sb = straight.opt.state_dict()["state"], second.opt.state_dict()["state"]
+    assert all(torch.equal(sa[i]["exp_avg"], sb[i]["exp_avg"]) for i in sa)
+
+
+def test_checkpoint_folder_and_load_for_export(cave_npz, tmp_path):
+    cfg = _cfg(cave_npz, tmp_path / "run", val={"every": 8, "steps": 2})
+    tr = Trainer(cfg)
+    tr.run()
+    folder = resolve_checkpoint(tmp_path / "run")
+    assert folder.name == "step_00000008"
+    names = {p.name for p in folder.iterdir()}
+    assert names == {"config.json", "model.safetensors", "ema.safetensors", "optimizer.pt", "state.json", "export_info.json"}
+    assert not [p for p in (tmp_path / "run" / "checkpoints").iterdir() if p.name.startswith(".")]
+    opt = torch.load(folder / "optimizer.pt", weights_only=True)
+    assert "optimizer" in opt
+    model, info = load_for_export(tmp_path / "run")
+    assert set(EXPORT_INFO_KEYS) <= set(info)
+    assert not model.training
+    assert info["hsi_bands"] == 31 and info["msi_bands"] == 3 and info["scale"] == 4 and info["spatial_multiple"] == 8
+    assert np.asarray(info["srf"]).shape == (3, 31) and len(info["wavelengths_nm"]) == 31
+    assert info["msi_band_names"] == ["blue", "green", "red"]
+    assert info["normalization"]["hsi"]["offset"] and info["schedule"]["steps"] == 2000
+    assert info["validation"]["psnr"] > 10 and info["training"]["steps"] == 8
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, tr.ema.state_dict()[k])
+    json.dumps(info)
+
+
+def test_cli_overrides_and_run(cave_npz, tmp_path):
+    cfg = apply_overrides(DEFAULTS, ["optim.lr=5e-4", "stages.0.steps=3", "data.val_region=[0, 0, 16]", "model.width=8"])
+    assert cfg["optim"]["lr"] == 5e-4 and cfg["stages"][0]["steps"] == 3 and cfg["data"]["val_region"] == [0, 0, 16]
+    assert cfg["model"] == {"preset": "small", "width": 8}
+    from core.train import main
+
+    run = tmp_path / "cli"
+    args = ["--config", "configs/tiny.yaml", "--set", f"run_dir={run}", "--set", f"data.hsi={cave_npz}",
+            "--set", "data.val_region=[64, 64, 32]", "--set", "stages=[{steps: 2, patch: 16, batch: 2}]",
+            "--set", "val.every=0", "--set", "log_every=1", "--set", "device=cpu"]
+    assert main(args) == 0
+    assert resolve_checkpoint(run).name == "step_00000002"
