@@ -24,8 +24,8 @@ VENV_PY = VENV / "bin" / "python"
 SYSTEM_PY = "/usr/bin/python3"
 APT_PACKAGES = ["qgis", "python3-qgis", "qgis-providers", "python3-gdal", "gdal-bin", "python3-venv", "python3-matplotlib"]
 PLUGIN = "hsr_diff_plugin"
-# What goes into the plugin zip next to the plugin's own files (vendored science packages).
-PACKAGED_PACKAGES = ["core", "export"]
+# What goes into the plugin zip next to the plugin's own files: the science packages and the bundled models.
+PACKAGED_PACKAGES = ["core", "export", "models"]
 
 
 def log(msg: str) -> None:

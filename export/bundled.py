@@ -45,14 +45,14 @@ def model_fits(md: ModelMetadata, hsi_bands: int, msi_bands: int, scale: int, ms
     return None
 
 
-def choose_model(lr_path, msi_path, model: str | os.PathLike | None = None,
-                 models_dir: str | os.PathLike | None = None) -> tuple[Path, ModelMetadata]:
+def choose_model(lr_path, msi_path, model: str | os.PathLike | None = None, models_dir: str | os.PathLike | None = None,
+                 lr_name: str | None = None, msi_name: str | None = None) -> tuple[Path, ModelMetadata]:
     """``model`` if given (checked against the pair), else the first bundled model that fits.
 
     Raises :class:`NoModelFits` (or ``ModelFileError`` for an unreadable ``model``) with the reason.
     """
     lm, mm = read_meta(lr_path), read_meta(msi_path)
-    scale = check_pair(lr_path, msi_path).scale
+    scale = check_pair(lr_path, msi_path, lr_name, msi_name).scale
     need = (lm.bands, mm.bands, scale, list(mm.band_names))
     what = f"{lm.bands} HSI bands, {mm.bands} MSI bands ({', '.join(mm.band_names)}), scale {scale}"
     if model:

@@ -33,9 +33,7 @@ class Dependency:
 
 
 def qgis_python() -> str:
-    """The interpreter QGIS embeds (``sys.executable`` is the QGIS binary inside QGIS)."""
-    if os.path.basename(sys.executable).lower().startswith("python"):
-        return sys.executable
+    """The interpreter of the Python QGIS embeds (inside QGIS ``sys.executable`` is the QGIS binary)."""
     for cand in (
         os.path.join(sys.exec_prefix, "bin", f"python{sys.version_info.major}.{sys.version_info.minor}"),
         os.path.join(sys.exec_prefix, "python.exe"),  # OSGeo4W / Windows installers
@@ -43,7 +41,7 @@ def qgis_python() -> str:
     ):
         if os.path.isfile(cand):
             return cand
-    return "python3"
+    return sys.executable if os.path.basename(sys.executable).lower().startswith("python") else "python3"
 
 
 def pip_command(*modules: str) -> str:

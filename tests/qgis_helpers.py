@@ -15,6 +15,9 @@ def qgis_env(profile: Path, plugin_path: Path = ROOT, pythonpath: str | None = N
     env = dict(os.environ)
     env.update(QT_QPA_PLATFORM="offscreen", XDG_DATA_HOME=str(profile), XDG_CONFIG_HOME=str(profile),
                XDG_RUNTIME_DIR=str(profile), QGIS_PLUGINPATH=str(plugin_path), GDAL_PAM_ENABLED="NO")
+    # The embedded Python finds its prefix through the first python3 on PATH: keep Debian's first,
+    # so a pyenv or venv interpreter earlier on PATH (as under `build.py test`) does not hijack it.
+    env["PATH"] = os.pathsep.join(["/usr/bin", "/bin", env.get("PATH", "")])
     if pythonpath is None:
         env.pop("PYTHONPATH", None)
     else:

@@ -8,6 +8,7 @@ def algorithm_classes() -> list:
     from .estimate import EstimateSensorAlgorithm
     from .simulate import SimulateAlgorithm
     from .superresolve import SuperResolveAlgorithm
+    from .train import TrainAlgorithm
 
-    return [SuperResolveAlgorithm, ClassicalFusionAlgorithm, SimulateAlgorithm, EstimateSensorAlgorithm, AssessAlgorithm,
+    return [SuperResolveAlgorithm, TrainAlgorithm, ClassicalFusionAlgorithm, SimulateAlgorithm, EstimateSensorAlgorithm, AssessAlgorithm,
             CheckDependenciesAlgorithm]

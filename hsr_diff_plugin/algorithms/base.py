@@ -78,13 +78,15 @@ class HsrDiffAlgorithm(QgsProcessingAlgorithm):
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 (QGIS API name)
         from core.progress import Cancelled
 
+        from ..dependencies import MissingDependency
+
         try:
             return self.execute(parameters, context, feedback)
         except Cancelled as exc:
             raise QgsProcessingException("Cancelled by the user; no output was written") from exc
         except QgsProcessingException:
             raise
-        except (ValueError, OSError) as exc:
+        except (ValueError, OSError, MissingDependency) as exc:
             raise QgsProcessingException(str(exc)) from exc
 
     def execute(self, parameters, context, feedback) -> dict:

@@ -16,6 +16,13 @@ SAMPLERS = ["ddim", "ancestral"]
 DEVICES = ["auto", "cpu", "cuda"]
 
 
+def _defaults():
+    """export.defaults, the one place the demo, the CLI, the benchmark and this dialog take defaults from."""
+    from export import defaults
+
+    return defaults
+
+
 class SuperResolveAlgorithm(HsrDiffAlgorithm):
     NAME = "superresolve"
     DISPLAY = "Super-resolve hyperspectral image (HSR-Diff)"
@@ -25,8 +32,9 @@ class SuperResolveAlgorithm(HsrDiffAlgorithm):
         "Fuses a low-resolution hyperspectral image (LR-HSI) with a high-resolution multispectral image (HR-MSI) of the "
         "same place into a high-resolution hyperspectral image with a conditional diffusion model (HSR-Diff CDFormer, "
         "exported to ONNX): it starts from Gaussian noise and denoises it step by step, guided by both images.<br>"
-        "<b>Model</b>: an .onnx file written by <i>Train HSR-Diff model</i> (or a bundled one); its metadata must match "
-        "the layers (band counts, scale factor) or the run is refused with the reason.<br>"
+        "<b>Model</b>: an .onnx file written by <i>Train HSR-Diff model</i>; left empty, the bundled model whose metadata "
+        "fits the layers is used (EnMAP + Sentinel-2 at scale 3, 4, 8; CAVE-style 31 bands + RGB at 4, 8). A model that "
+        "does not fit the layers (band counts, scale factor) is refused with the reason.<br>"
         "<b>Sampler</b>: DDIM (deterministic with eta 0; default 25 steps) or the paper's ancestral sampler (at most "
         "100 steps). <b>Samples</b> &gt; 1 averages several seeded samples and can write their per-pixel standard "
         "deviation as an <b>uncertainty</b> raster.<br><b>Tile size</b> and <b>overlap</b> (HR pixels) bound memory: "
@@ -39,21 +47,24 @@ class SuperResolveAlgorithm(HsrDiffAlgorithm):
     def initAlgorithm(self, config=None):  # noqa: N802 (QGIS API name)
         self.addParameter(QgsProcessingParameterRasterLayer("LR_HSI", "Low-resolution hyperspectral image"))
         self.addParameter(QgsProcessingParameterRasterLayer("HR_MSI", "High-resolution multispectral image"))
-        self.addParameter(QgsProcessingParameterFile("MODEL", "HSR-Diff model (.onnx)", extension="onnx"))
-        self.addParameter(QgsProcessingParameterEnum("SAMPLER", "Sampler", options=["DDIM", "Ancestral (paper)"], defaultValue=0))
-        self.addParameter(QgsProcessingParameterNumber("STEPS", "Denoising steps", QgsProcessingParameterNumber.Integer, 25,
-                                                       minValue=1, maxValue=100))
-        self.addParameter(QgsProcessingParameterNumber("SEED", "Random seed", QgsProcessingParameterNumber.Integer, 0))
+        d = _defaults()
+        self.addParameter(QgsProcessingParameterFile("MODEL", "HSR-Diff model (.onnx; empty = the bundled model that fits)",
+                                                     extension="onnx", optional=True))
+        self.addParameter(QgsProcessingParameterEnum("SAMPLER", "Sampler", options=["DDIM", "Ancestral (paper)"],
+                                                     defaultValue=SAMPLERS.index(d.DEFAULT_SAMPLER)))
+        self.addParameter(QgsProcessingParameterNumber("STEPS", "Denoising steps", QgsProcessingParameterNumber.Integer,
+                                                       d.DEFAULT_STEPS, minValue=1, maxValue=100))
+        self.addParameter(QgsProcessingParameterNumber("SEED", "Random seed", QgsProcessingParameterNumber.Integer, d.DEFAULT_SEED))
         self.addParameter(QgsProcessingParameterNumber("SAMPLES", "Number of samples (averaged)",
-                                                       QgsProcessingParameterNumber.Integer, 1, minValue=1, maxValue=64))
+                                                       QgsProcessingParameterNumber.Integer, d.DEFAULT_SAMPLES, minValue=1, maxValue=64))
         self.addParameter(QgsProcessingParameterNumber("TILE", "Tile size (HR pixels)", QgsProcessingParameterNumber.Integer,
-                                                       256, minValue=32, maxValue=4096))
+                                                       d.DEFAULT_TILE, minValue=32, maxValue=4096))
         self.addParameter(QgsProcessingParameterNumber("OVERLAP", "Tile overlap (HR pixels)", QgsProcessingParameterNumber.Integer,
-                                                       32, minValue=0, maxValue=1024))
+                                                       d.DEFAULT_OVERLAP, minValue=0, maxValue=1024))
         self.addParameter(QgsProcessingParameterEnum("DEVICE", "Device", options=["Auto (GPU when available)", "CPU", "CUDA"],
-                                                     defaultValue=0))
-        eta = QgsProcessingParameterNumber("ETA", "DDIM eta (0 = deterministic)", QgsProcessingParameterNumber.Double, 0.0,
-                                           minValue=0.0, maxValue=1.0)
+                                                     defaultValue=DEVICES.index(d.DEFAULT_DEVICE)))
+        eta = QgsProcessingParameterNumber("ETA", "DDIM eta (0 = deterministic)", QgsProcessingParameterNumber.Double,
+                                           d.DEFAULT_ETA, minValue=0.0, maxValue=1.0)
         eta.setFlags(eta.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
         self.addParameter(eta)
         self.addParameter(QgsProcessingParameterRasterDestination("OUTPUT", "Super-resolved HR-HSI"))
@@ -62,11 +73,15 @@ class SuperResolveAlgorithm(HsrDiffAlgorithm):
 
     def execute(self, parameters, context, feedback):
         require("numpy", "osgeo.gdal", "onnxruntime", purpose="Super-resolution")
+        from export.bundled import choose_model
         from export.superresolve import superresolve
 
         lr, lr_name = self.layer_path(parameters, "LR_HSI", context)
         msi, msi_name = self.layer_path(parameters, "HR_MSI", context)
         model = self.parameterAsFile(parameters, "MODEL", context)
+        if not model:
+            model, md = choose_model(lr, msi, lr_name=lr_name, msi_name=msi_name)
+            feedback.pushInfo(f"bundled model {model.name}: {md.describe()}")
         out = self.parameterAsOutputLayer(parameters, "OUTPUT", context)
         unc = self.parameterAsOutputLayer(parameters, "UNCERTAINTY", context) if parameters.get("UNCERTAINTY") else None
         prog = self.progress(feedback)
