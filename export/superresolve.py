@@ -29,6 +29,7 @@ from core.pairing import PairGeometry, check_pair
 from core.progress import Cancelled
 from core.raster_io import RasterMeta, RasterReader, RasterWriter, Window
 
+from . import defaults as dflt
 from .metadata import ModelMetadata, read_metadata
 from .sampler import Denoiser
 from .tiling import msi_validity, run_tiled, upsample_window
@@ -151,14 +152,14 @@ def superresolve(
     msi_path,
     model_path,
     out_path,
-    steps: int = 25,
-    sampler: str = "ddim",
-    eta: float = 0.0,
-    seed: int = 0,
-    samples: int = 1,
-    tile: int = 256,
-    overlap: int = 32,
-    device: str = "auto",
+    steps: int = dflt.DEFAULT_STEPS,
+    sampler: str = dflt.DEFAULT_SAMPLER,
+    eta: float = dflt.DEFAULT_ETA,
+    seed: int = dflt.DEFAULT_SEED,
+    samples: int = dflt.DEFAULT_SAMPLES,
+    tile: int = dflt.DEFAULT_TILE,
+    overlap: int = dflt.DEFAULT_OVERLAP,
+    device: str = dflt.DEFAULT_DEVICE,
     uncertainty_path=None,
     progress=None,
     cancel=None,
@@ -256,15 +257,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--msi", required=True, help="high-resolution multispectral raster")
     ap.add_argument("--model", required=True, help="exported .onnx model")
     ap.add_argument("--out", required=True, help="output GeoTIFF")
-    ap.add_argument("--steps", type=int, default=25, help="denoising steps (default 25)")
-    ap.add_argument("--sampler", choices=("ddim", "ancestral"), default="ddim")
-    ap.add_argument("--eta", type=float, default=0.0, help="DDIM stochasticity (0 = deterministic)")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--samples", type=int, default=1, help="samples to average (>= 2 for --uncertainty)")
-    ap.add_argument("--tile", type=int, default=256, help="tile size in output pixels")
-    ap.add_argument("--overlap", type=int, default=32, help="tile overlap in output pixels")
+    ap.add_argument("--steps", type=int, default=dflt.DEFAULT_STEPS, help=f"denoising steps (default {dflt.DEFAULT_STEPS})")
+    ap.add_argument("--sampler", choices=("ddim", "ancestral"), default=dflt.DEFAULT_SAMPLER)
+    ap.add_argument("--eta", type=float, default=dflt.DEFAULT_ETA, help="DDIM stochasticity (0 = deterministic)")
+    ap.add_argument("--seed", type=int, default=dflt.DEFAULT_SEED)
+    ap.add_argument("--samples", type=int, default=dflt.DEFAULT_SAMPLES, help="samples to average (>= 2 for --uncertainty)")
+    ap.add_argument("--tile", type=int, default=dflt.DEFAULT_TILE, help="tile size in output pixels")
+    ap.add_argument("--overlap", type=int, default=dflt.DEFAULT_OVERLAP, help="tile overlap in output pixels")
     ap.add_argument("--batch", type=int, default=1, help="tiles per network call")
-    ap.add_argument("--device", choices=("auto", "cpu", "cuda", "tensorrt"), default="auto")
+    ap.add_argument("--device", choices=("auto", "cpu", "cuda", "tensorrt"), default=dflt.DEFAULT_DEVICE)
     ap.add_argument("--threads", type=int, default=None, help="CPU threads (default: all this process may use)")
     ap.add_argument("--uncertainty", default=None, help="also write the per-pixel standard deviation here")
     ap.add_argument("--allow-fallback", action="store_true", help="run on the CPU when --device cuda/tensorrt is not usable")

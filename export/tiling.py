@@ -28,6 +28,7 @@ import numpy as np
 
 from core.resample import cubic_taps
 
+from . import defaults as dflt
 from .metadata import ModelMetadata
 from .sampler import Denoiser, NoiseField, StepCounter, make_plan, reverse_diffusion
 
@@ -255,13 +256,13 @@ def run_tiled(
     denoiser: Denoiser,
     source: PairSource,
     sink: Sink,
-    steps: int = 25,
-    sampler: str = "ddim",
-    eta: float = 0.0,
-    seed: int = 0,
-    samples: int = 1,
-    tile: int = 256,
-    overlap: int = 32,
+    steps: int = dflt.DEFAULT_STEPS,
+    sampler: str = dflt.DEFAULT_SAMPLER,
+    eta: float = dflt.DEFAULT_ETA,
+    seed: int = dflt.DEFAULT_SEED,
+    samples: int = dflt.DEFAULT_SAMPLES,
+    tile: int = dflt.DEFAULT_TILE,
+    overlap: int = dflt.DEFAULT_OVERLAP,
     batch: int = 1,
     io_binding: bool | None = None,
     progress=None,
