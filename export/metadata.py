@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from core.conditioning import BASES
 from core.normalization import BandNormalization
 from core.schedule import NoiseSchedule
 
@@ -72,6 +73,8 @@ class ModelMetadata:
     # e.g. EnMAP's water-vapour bands: 218 of 224). None = the model takes every band of its input.
     input_bands: int | None = None
     band_indices: list[int] | None = None
+    # The conditioning image the model was trained on (core.conditioning.BASES).
+    base: str = "bicubic"
 
     def __post_init__(self) -> None:
         self.hsi_bands, self.msi_bands = int(self.hsi_bands), int(self.msi_bands)
@@ -115,6 +118,8 @@ class ModelMetadata:
                 problems.append(f"band_indices must list {self.hsi_bands} distinct non-negative band numbers")
             elif self.input_bands is not None and max(idx) >= self.input_bands:
                 problems.append(f"band_indices go up to {max(idx)} but the input has {self.input_bands} bands")
+        if self.base not in BASES:
+            problems.append(f"unknown conditioning base {self.base!r} (this code knows {', '.join(BASES)})")
         if self.precision not in ("float32", "float16"):
             problems.append(f"precision must be float32 or float16, got {self.precision!r}")
         if problems:
@@ -147,6 +152,7 @@ class ModelMetadata:
             "precision": self.precision,
             "input_bands": self.input_bands,
             "band_indices": self.band_indices,
+            "base": self.base,
             "inputs": list(INPUT_NAMES),
             "output": OUTPUT_NAME,
         }
@@ -179,6 +185,7 @@ class ModelMetadata:
             format_version=version,
             input_bands=d.get("input_bands"),
             band_indices=d.get("band_indices"),
+            base=d.get("base", "bicubic"),
         )
 
     def to_json(self) -> str:
@@ -214,6 +221,7 @@ class ModelMetadata:
             precision=precision,
             input_bands=info.get("input_bands", data.get("input_bands")),
             band_indices=info.get("band_indices", data.get("band_indices")),
+            base=info.get("base", data.get("base", "bicubic")),
         )
 
     def input_selection(self, n_bands: int) -> list[int] | None:
@@ -234,8 +242,9 @@ class ModelMetadata:
         if self.wavelengths_nm:
             wl = f" ({self.wavelengths_nm[0]:.0f}-{self.wavelengths_nm[-1]:.0f} nm)"
         used = f" (of {self.input_bands})" if self.input_bands and self.input_bands != self.hsi_bands else ""
+        base = "" if self.base == "bicubic" else f", residual on {self.base}"
         return (f"HSR-Diff {self.preset} model: {self.hsi_bands}{used} HSI bands{wl}, {self.msi_bands} MSI bands, scale {self.scale}, "
-                f"{self.precision}, schedule T={self.schedule.steps}")
+                f"{self.precision}, schedule T={self.schedule.steps}{base}")
 
 
 # ---------------------------------------------------------------------- reading from a file

@@ -32,7 +32,7 @@ from core.raster_io import RasterMeta, RasterReader, RasterWriter, Window
 from . import defaults as dflt
 from .metadata import ModelMetadata, read_metadata
 from .sampler import Denoiser
-from .tiling import msi_validity, run_tiled, upsample_window
+from .tiling import msi_validity, run_tiled, upsample_window, with_conditioning
 
 __all__ = ["superresolve", "SuperResolveResult", "InputMismatch", "main"]
 
@@ -198,6 +198,8 @@ def superresolve(
         log.info("%s; %s", md.describe(), den.info.describe())
         notes += den.info.notes
         source = RasterPairSource(lr, msi, geom, bands)
+        if md.base != "bicubic":  # a global conditioning image: computed once on the whole common area
+            source = with_conditioning(source, md, lr.read(geom.lr_window, bands=bands), msi.read(geom.msi_window), geom.scale)
         lm = lr.meta
         nodata = next((v for v in lm.nodata if v is not None), None)
         wl = lm.wavelengths if lm.wavelengths is not None else md.wavelengths_nm

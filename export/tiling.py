@@ -191,6 +191,38 @@ class ArrayPairSource:
         return up, *msi_validity(msi, invalid, msi_fill)
 
 
+class BaseImageSource:
+    """A source whose conditioning image comes from a precomputed whole-area base ``(C, rows, cols)``.
+
+    For models trained on a global conditioning image (``core.conditioning``, e.g. MTF-GLP-HS):
+    validity masks and the MSI still come from ``inner``; only ``lr_up`` is replaced.
+    """
+
+    def __init__(self, inner, base: np.ndarray):
+        if base.shape != (inner.hsi_bands, inner.rows, inner.cols):
+            raise ValueError(f"base image {base.shape} does not match the grid {(inner.hsi_bands, inner.rows, inner.cols)}")
+        self.inner, self.base = inner, base
+        self.rows, self.cols, self.hsi_bands, self.msi_bands = inner.rows, inner.cols, inner.hsi_bands, inner.msi_bands
+
+    def read(self, window: Window, lr_fill=None, msi_fill=None):
+        _, msi, invalid = self.inner.read(window, lr_fill, msi_fill)
+        up = self.base[:, window.row_off:window.row_off + window.height, window.col_off:window.col_off + window.width]
+        return up, msi, invalid
+
+
+def with_conditioning(source, md: ModelMetadata, lr: np.ndarray, msi: np.ndarray, scale: int):
+    """``source`` itself for a bicubic-conditioned model, else a :class:`BaseImageSource` over ``lr``/``msi``.
+
+    ``lr`` ``(C, r, c)`` and ``msi`` ``(M, r * scale, c * scale)`` cover the whole output grid (NaN = nodata).
+    """
+    if md.base == "bicubic":
+        return source
+    from core.conditioning import base_image
+
+    valid = np.isfinite(msi).all(axis=0) & np.repeat(np.repeat(np.isfinite(lr).all(axis=0), scale, 0), scale, 1)
+    return BaseImageSource(source, base_image(lr, msi, scale, md.base, md.psf_sigma, valid))
+
+
 def msi_validity(msi: np.ndarray, invalid: np.ndarray, msi_fill=None, good_bands: np.ndarray | None = None):
     """Fill the MSI's NaNs with ``msi_fill`` and add its nodata pixels (any good band NaN) to ``invalid``."""
     bad = ~np.isfinite(msi)
@@ -400,7 +432,7 @@ def fuse_arrays(
     lr = np.asarray(lr, np.float32)
     if scale is None:
         scale = msi.shape[1] // lr.shape[1]
-    source = ArrayPairSource(lr, msi, scale)
+    source = with_conditioning(ArrayPairSource(lr, msi, scale), denoiser.metadata, lr, msi, scale)
     with_std = kwargs.get("with_std")
     if with_std is None:
         with_std = kwargs.get("samples", 1) > 1

@@ -4,7 +4,7 @@ Two ways to get ``(Z0, lr_up, msi, lr)`` training quadruples (all ``(bands, rows
 
 a. ``supervised``: reference HR-HSI cubes; LR-HSI and HR-MSI are simulated once per scene with
    ``core.sensor.simulate_pair`` (PSF blur + decimation by ``scale``, spectral response ``R``,
-   optional noise), ``lr_up = core.resample.upsample(lr, scale)``.
+   optional noise), ``lr_up = core.conditioning.base_image(...)`` (bicubic by default, ``data.base``).
 b. ``self_supervised`` (Wald's protocol): a real co-registered LR-HSI ``Y`` / HR-MSI ``X`` pair with
    ratio ``scale`` and no reference.  Both are degraded by ``scale`` again
    (``core.sensor.degrade_spatial``); the network learns ``(D Y, D X) -> Y`` and is applied at the
@@ -31,8 +31,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from core.conditioning import base_image
 from core.normalization import BandNormalization
-from core.resample import upsample
 
 __all__ = ["Cube", "load_cube", "Scene", "DataBundle", "build_data", "srf_matrix", "psf_kernel", "sensor_module"]
 
@@ -223,6 +223,7 @@ def build_data(cfg: dict, seed: int = 0) -> DataBundle:
     sensor = sensor_module()
     psf = np.asarray(sensor.gaussian_psf(scale, sigma=psf_sigma), dtype=np.float32)
     val_region = cfg.get("val_region")
+    base = cfg.get("base") or "bicubic"  # the conditioning image (core.conditioning)
     scenes, val = [], None
     srf = None
     msi_names: list[str] = []
@@ -250,7 +251,7 @@ def build_data(cfg: dict, seed: int = 0) -> DataBundle:
             lr, msi = sensor.simulate_pair(filled, scale, srf, psf=psf, snr_db=cfg.get("snr_db"), seed=seed + n)
             lr = np.asarray(lr, np.float32)
             msi = np.asarray(msi, np.float32)
-            lr_up = upsample(lr, scale)
+            lr_up = base_image(lr, msi, scale, base, psf_sigma)
             keep = _holdout_mask((h, w), val_region if n == 0 else None)
             if n == 0 and val_region:
                 r, c, size = (int(v) for v in val_region)
@@ -283,7 +284,7 @@ def build_data(cfg: dict, seed: int = 0) -> DataBundle:
         y, x = fill(y), fill(x)
         lr = np.asarray(sensor.degrade_spatial(y, scale, psf=psf), np.float32)
         msi = np.asarray(sensor.degrade_spatial(x, scale, psf=psf), np.float32)
-        lr_up = upsample(lr, scale)
+        lr_up = base_image(lr, msi, scale, base, psf_sigma)
         valid = y_valid & x_valid_lr & _holdout_mask((hy, wy), val_region)
         if val_region:
             r, c, size = (int(v) for v in val_region)
@@ -305,7 +306,8 @@ def build_data(cfg: dict, seed: int = 0) -> DataBundle:
         "srf": cfg.get("srf"),
         "snr_db": cfg.get("snr_db"),
         "val_region": val_region,
-        "input_bands": input_bands,  # the sensor's band count; band_indices are the bands used
+        "input_bands": input_bands,
+        "base": base,  # the sensor's band count; band_indices are the bands used
         "train_pixels": int(sum(s.valid.sum() for s in scenes)),
     }
     return DataBundle(

@@ -57,6 +57,7 @@ DEFAULTS: dict = {
         "psf_sigma": None,
         "snr_db": None,
         "val_region": None,
+        "base": "bicubic",  # conditioning image: bicubic | mtf_glp_hs (core.conditioning)
     },
     "schedule": {"steps": 2000, "beta_start": 1e-6, "beta_end": 1e-2},
     "loss": {"w_msi": 0.0, "w_lr": 0.0},
