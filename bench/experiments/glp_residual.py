@@ -119,7 +119,8 @@ def fmt(r: dict) -> str:
 
 def write_md(meta: dict, rows: list[dict], base: dict, final: bool) -> None:
     g, b = base["MTF-GLP-HS"], base["bicubic"]
-    probe_txt = ", ".join("patch %d batch %d: %.3f s" % (st["patch"], st["batch"], t) for st, t in zip(meta["stages"], meta["probe"]))
+    probe_txt = ", ".join(f"patch {st['patch']} batch {st['batch']}: {t:.3f} s"
+                          for st, t in zip(meta["stages"], meta["probe"], strict=False))
     lines = [
         "# Experiment: HSR-Diff residual on MTF-GLP-HS instead of bicubic (EnMAP x3, CPU)",
         "",
@@ -213,7 +214,7 @@ def main() -> int:
 
     t_probe = probe(cfg, copy.deepcopy(data), args.probe_steps)
     print(f"probe s/step: {t_probe}", flush=True)
-    planned = sum(st["steps"] * t for st, t in zip(cfg["stages"], t_probe))
+    planned = sum(st["steps"] * t for st, t in zip(cfg["stages"], t_probe, strict=False))
     factor = 0.93 * args.budget_s / planned  # leave room for the evaluations
     for st in cfg["stages"]:
         st["steps"] = max(int(st["steps"] * factor), 10)
