@@ -55,11 +55,12 @@ def choose_model(lr_path, msi_path, model: str | os.PathLike | None = None, mode
     scale = check_pair(lr_path, msi_path, lr_name, msi_name).scale
     need = (lm.bands, mm.bands, scale, list(mm.band_names))
     what = f"{lm.bands} HSI bands, {mm.bands} MSI bands ({', '.join(mm.band_names)}), scale {scale}"
+    layers = (f"LR-HSI layer '{lr_name or Path(lr_path).name}' / HR-MSI layer '{msi_name or Path(msi_path).name}'")
     if model:
         md = read_metadata(model)
         why = model_fits(md, *need)
         if why:
-            raise NoModelFits(f"model '{Path(model).name}' does not fit the pair ({what}): {why}")
+            raise NoModelFits(f"model '{Path(model).name}' does not fit {layers} ({what}): {why}")
         return Path(model), md
     rejected = []
     for path in bundled_models(models_dir):
@@ -74,5 +75,5 @@ def choose_model(lr_path, msi_path, model: str | os.PathLike | None = None, mode
         rejected.append(f"  {path.name}: {why}")
     where = Path(models_dir) if models_dir else MODELS_DIR
     found = "\n".join(rejected) if rejected else "  (no .onnx file there)"
-    raise NoModelFits(f"no bundled model in {where} fits the pair ({what}); train one with 'Train HSR-Diff model' "
+    raise NoModelFits(f"no bundled model in {where} fits {layers} ({what}); train one with 'Train HSR-Diff model' "
                       f"or choose a model file. Bundled models:\n{found}")

@@ -233,7 +233,7 @@ class ModelMetadata:
             return None
         if self.band_indices is not None and self.input_bands in (None, n_bands) and max(self.band_indices) < n_bands:
             return list(self.band_indices)
-        full = f" (or {self.input_bands} with its bad bands)" if self.input_bands else ""
+        full = f" (or {self.input_bands} with its bad bands)" if self.input_bands and self.input_bands != self.hsi_bands else ""
         raise ValueError(f"{n_bands} bands given, the model takes {self.hsi_bands}{full}")
 
     def describe(self) -> str:

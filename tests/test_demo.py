@@ -170,7 +170,7 @@ def test_bundled_model_choice(model, tmp_path):
     shutil.copy(model, tmp_path / "enmap_s2_x3.onnx")
     path, md = demo.choose_model(lr, msi, None, tmp_path)
     assert path.name == "enmap_s2_x3.onnx" and (md.hsi_bands, md.msi_bands, md.scale) == (218, 10, 3)
-    with pytest.raises(demo.DemoError, match="does not fit the pair"):
+    with pytest.raises(demo.DemoError, match="does not fit LR-HSI layer .sample_lr_hsi.tif."):
         demo.choose_model(lr, msi, tmp_path / "cave_x4.onnx")
 
 
@@ -180,6 +180,6 @@ def test_demo_cli_without_a_fitting_model_says_so(tmp_path, capsys):
     wrong = contract_model(tmp_path / "wrong.onnx", make_metadata(31, 3, scale=4))
     assert demo.main(["--model", str(wrong), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
-    assert "does not fit the pair" in err and "218 HSI bands, 10 MSI bands" in err
+    assert "does not fit LR-HSI layer" in err and "218 HSI bands, 10 MSI bands" in err
     assert demo.main(["--model", str(tmp_path / "missing.onnx"), "--out", str(tmp_path / "out")]) == 2
     assert "no such model file" in capsys.readouterr().err

@@ -61,7 +61,8 @@ def test_batch_of_pairs(qgis_app, pairs):
 def test_bad_inputs_are_named(qgis_app, pairs, tmp_path, shared_data):
     d, ((lr, msi, _), _) = pairs
     cave = MODELS / "hsrdiff_cave_x4.onnx"
-    with pytest.raises(QgsProcessingException, match=r"LR-HSI layer 'lr0' has 224 bands but the model 'hsrdiff_cave_x4.onnx'"):
+    misfit = r"model 'hsrdiff_cave_x4.onnx' does not fit LR-HSI layer 'lr0' / HR-MSI layer 'msi0'.*224 bands given, the model takes 31"
+    with pytest.raises(QgsProcessingException, match=misfit):
         run("superresolve", {"LR_HSI": str(lr), "HR_MSI": str(msi), "MODEL": str(cave), "OUTPUT": str(tmp_path / "a.tif")})
     (tmp_path / "corrupt.onnx").write_bytes(b"\x08\x07garbage" * 50)
     with pytest.raises(QgsProcessingException, match="corrupt.onnx"):

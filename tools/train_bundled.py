@@ -90,7 +90,7 @@ def probe_speed(cfg: dict, out: Path, probe_steps: int) -> list[float]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("case", nargs="?")
-    ap.add_argument("--budget-s", type=float, default=600.0, help="wall-clock seconds for the real run")
+    ap.add_argument("--budget-s", type=float, default=600.0, help="wall-clock seconds for the real run; 0 = the config's steps as given")
     ap.add_argument("--probe-steps", type=int, default=40)
     ap.add_argument("--out", default="runs/bundled")
     ap.add_argument("--data-dir", default=None)
@@ -100,7 +100,6 @@ def main() -> int:
     if args.make_npz:
         make_npz(Path(args.make_npz))
         return 0
-    from core.training.trainer import Trainer, total_steps
 
     cfg = load_case(args.case, args.overrides)
     if args.data_dir:
@@ -115,6 +114,8 @@ def main() -> int:
     #    (driver, bf16 kernels), fall back to fp32 and then to the CPU rather than lose the run.
     stages = cfg["stages"]
     t_stage = None
+    if args.budget_s <= 0:
+        return train(cfg, out, log, [0.0] * len(stages))
     for device, amp in ((cfg["device"], cfg["amp"]), (cfg["device"], False), ("cpu", False)):
         cfg["device"], cfg["amp"] = device, amp
         try:
@@ -124,22 +125,31 @@ def main() -> int:
             log(f"probe failed on device={device} amp={amp}: {type(exc).__name__}: {exc}")
     if t_stage is None:
         return 1
-    planned = sum(st["steps"] * t for st, t in zip(stages, t_stage, strict=True))
-    # Leave 8 % of the budget for validation and checkpoints.
-    factor = 0.92 * args.budget_s / planned
-    for st in stages:
-        st["steps"] = max(int(st["steps"] * factor), 10)
-    cfg["optim"]["warmup"] = max(int(cfg["optim"]["warmup"] * min(factor, 1.0)), 10)
+    return train(cfg, out, log, t_stage, args.budget_s)
+
+
+def train(cfg: dict, out: Path, log, t_stage: list[float], budget_s: float | None = None) -> int:
+    """Scale the stages to ``budget_s`` (when given, from the probe's ``t_stage``) and train to the end."""
+    from core.training.trainer import Trainer, total_steps
+
+    stages = cfg["stages"]
+    if budget_s:
+        planned = sum(st["steps"] * t for st, t in zip(stages, t_stage, strict=True))
+        # Leave 8 % of the budget for validation and checkpoints.
+        factor = 0.92 * budget_s / planned
+        for st in stages:
+            st["steps"] = max(int(st["steps"] * factor), 10)
+        cfg["optim"]["warmup"] = max(int(cfg["optim"]["warmup"] * min(factor, 1.0)), 10)
     total = total_steps(cfg)
     cfg["val"]["every"] = cfg["checkpoint"]["every"] = max(total // 4, 1)
     log(f"probe: {', '.join(f'{t * 1000:.0f} ms/step' for t in t_stage)}; planned {total} steps "
-        f"({', '.join(str(s['steps']) for s in stages)}) for {args.budget_s:.0f} s")
+        f"({', '.join(str(s['steps']) for s in stages)})" + (f" for {budget_s:.0f} s" if budget_s else ""))
     shutil.rmtree(out, ignore_errors=True)
     t0 = time.time()
     tr = Trainer(cfg, log=log)
     val = tr.run()
     wall = time.time() - t0
-    summary = {"case": args.case, "steps": total, "stages": stages, "wall_s": round(wall, 1), "validation": val,
+    summary = {"case": cfg["name"], "steps": total, "stages": stages, "wall_s": round(wall, 1), "validation": val,
                "probe_s_per_step": t_stage}
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     log(f"done in {wall:.0f} s: {json.dumps(val)}")

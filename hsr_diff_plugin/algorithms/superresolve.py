@@ -78,10 +78,12 @@ class SuperResolveAlgorithm(HsrDiffAlgorithm):
 
         lr, lr_name = self.layer_path(parameters, "LR_HSI", context)
         msi, msi_name = self.layer_path(parameters, "HR_MSI", context)
-        model = self.parameterAsFile(parameters, "MODEL", context)
-        if not model:
-            model, md = choose_model(lr, msi, lr_name=lr_name, msi_name=msi_name)
-            feedback.pushInfo(f"bundled model {model.name}: {md.describe()}")
+        given = self.parameterAsFile(parameters, "MODEL", context) or None
+        # Checks the model against the layers (or picks the bundled one that fits) before any work.
+        model, md = choose_model(lr, msi, given, lr_name=lr_name, msi_name=msi_name)
+        feedback.pushInfo(f"{'model' if given else 'bundled model'} {model.name}: {md.describe()}")
+        if md.base != "bicubic":
+            require("scipy", purpose=f"This model (a residual on the {md.base} fusion)")
         out = self.parameterAsOutputLayer(parameters, "OUTPUT", context)
         unc = self.parameterAsOutputLayer(parameters, "UNCERTAINTY", context) if parameters.get("UNCERTAINTY") else None
         prog = self.progress(feedback)
