@@ -70,8 +70,8 @@ def probe(module: str) -> Dependency:
 
 
 def report() -> list[Dependency]:
-    """numpy, GDAL, onnxruntime, torch, onnx, safetensors, and where hsr-diff's core was loaded from."""
-    deps = [probe(m) for m in ("numpy", "osgeo.gdal", "onnxruntime", "torch", "onnx", "safetensors")]
+    """numpy, GDAL, onnxruntime, scipy (for GLP-based models), torch, onnx, safetensors, and where core was loaded from."""
+    deps = [probe(m) for m in ("numpy", "osgeo.gdal", "onnxruntime", "scipy", "torch", "onnx", "safetensors")]
     core = probe("core")
     if core.present:
         core.detail = os.path.dirname(importlib.import_module("core").__file__)
