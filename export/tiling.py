@@ -218,9 +218,9 @@ def with_conditioning(source, md: ModelMetadata, lr: np.ndarray, msi: np.ndarray
     if md.base == "bicubic":
         return source
     from core.conditioning import base_image
+    from core.jobs.common import hr_valid_mask
 
-    valid = np.isfinite(msi).all(axis=0) & np.repeat(np.repeat(np.isfinite(lr).all(axis=0), scale, 0), scale, 1)
-    return BaseImageSource(source, base_image(lr, msi, scale, md.base, md.psf_sigma, valid))
+    return BaseImageSource(source, base_image(lr, msi, scale, md.base, md.psf_sigma, hr_valid_mask(lr, msi, scale)))
 
 
 def msi_validity(msi: np.ndarray, invalid: np.ndarray, msi_fill=None, good_bands: np.ndarray | None = None):
