@@ -90,6 +90,21 @@ def test_residual_formulation_starts_near_bicubic():
     assert (y - lr_up).abs().mean() < 0.3 * lr_up.abs().mean()
 
 
+def test_zero_head_returns_the_base_and_residual_scale_scales_the_correction():
+    noisy, level, lr_up, msi = _inputs()
+    zero = build_model("tiny", 31, 3, head_init_gain=0.0).eval()
+    with torch.no_grad():
+        assert torch.equal(zero(noisy, level, lr_up, msi), lr_up)
+    plain = _perturb(build_model("tiny", 31, 3)).eval()
+    scaled = build_model("tiny", 31, 3, residual_scale=0.01).eval()
+    scaled.load_state_dict(plain.state_dict())
+    with torch.no_grad():
+        d_plain = plain(noisy, level, lr_up, msi) - lr_up
+        d_scaled = scaled(noisy, level, lr_up, msi) - lr_up
+    assert torch.allclose(d_scaled, 0.01 * d_plain, atol=1e-6)
+    assert CDFormer(scaled.config).cfg.residual_scale == 0.01
+
+
 def test_window_partition_round_trip():
     x = torch.randn(2, 16, 24, 5)
     w = window_partition(x, 8)
@@ -106,9 +121,10 @@ def test_batch_items_are_independent():
     assert torch.allclose(full[1:2], one, atol=1e-5)
 
 
-def test_onnx_export_dynamic_shapes_matches_torch():
+@pytest.mark.parametrize("residual_scale", [1.0, 0.02])
+def test_onnx_export_dynamic_shapes_matches_torch(residual_scale):
     ort = pytest.importorskip("onnxruntime")
-    net = _perturb(build_model("tiny", 31, 3)).eval()
+    net = _perturb(build_model("tiny", 31, 3, residual_scale=residual_scale)).eval()
     names = ["noisy", "noise_level", "lr_up", "msi"]
     axes = {k: {0: "n", 2: "h", 3: "w"} for k in ("noisy", "lr_up", "msi", "x0")}
     axes["noise_level"] = {0: "n"}

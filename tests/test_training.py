@@ -67,6 +67,20 @@ def test_torch_spectral_matches_core_sensor():
                                sensor.degrade_spectral(cube, r), atol=1e-6)
 
 
+def test_spectral_angle_loss_matches_sam_metric_and_has_finite_gradient():
+    from core.metrics import sam
+    from core.training.losses import spectral_angle_torch
+
+    rng = np.random.default_rng(1)
+    ref = (0.1 + rng.random((31, 8, 8))).astype(np.float32)
+    est = (ref * (1 + 0.05 * rng.standard_normal(ref.shape))).astype(np.float32)
+    got = float(spectral_angle_torch(torch.from_numpy(est)[None], torch.from_numpy(ref)[None]))
+    assert np.degrees(got) == pytest.approx(sam(ref, est), rel=1e-3)
+    a = torch.from_numpy(ref)[None].clone().requires_grad_(True)
+    spectral_angle_torch(a, torch.from_numpy(ref)[None]).backward()  # identical spectra: the angle's kink
+    assert torch.isfinite(a.grad).all()
+
+
 # --------------------------------------------------------------------------- data
 
 
@@ -82,6 +96,41 @@ def test_data_bundle_batches_and_holdout(cave_npz):
     d = degrade_spatial_torch(phys, 4, torch.from_numpy(data.psf))
     lr = torch.from_numpy(data.hsi_norm.invert(b["lr"].numpy()))
     assert (d - lr)[:, :, 1:-1, 1:-1].abs().max() < 1e-4
+
+
+def test_residual_scale_auto_is_the_rms_of_the_base_error(cave_npz, tmp_path):
+    data = build_data(_cfg(cave_npz, "unused")["data"], seed=0)
+    sc = data.scenes[0]
+    d = (data.hsi_norm.apply(sc.ref) - data.hsi_norm.apply(sc.lr_up))[:, sc.valid]
+    rms = data.residual_rms()
+    assert rms == pytest.approx(float(np.sqrt(np.nanmean(d.astype(np.float64) ** 2))), rel=1e-6)
+    assert 0 < rms < 1
+    tr = Trainer(_cfg(cave_npz, tmp_path / "run", model={"preset": "tiny", "residual_scale": "auto", "head_init_gain": 0.0}), data=data)
+    assert tr.model.cfg.residual_scale == pytest.approx(rms, rel=1e-4)
+    b = data.sample_batch(np.random.default_rng(0), 2, 16)
+    with torch.no_grad():  # zero head: the untrained model is exactly the conditioning base
+        out = tr.model(b["z0"], torch.full((2,), 0.5), b["lr_up"], b["msi"])
+    assert torch.equal(out, b["lr_up"])
+
+
+def test_base_windows_recompute_the_base_on_each_window(cave_npz):
+    from core.conditioning import base_image
+
+    cfg = _cfg(cave_npz, "unused")["data"]
+    plain = build_data(dict(cfg, base="mtf_glp_hs"), seed=0)
+    data = build_data(dict(cfg, base="mtf_glp_hs", base_windows=3), seed=0)
+    assert len(plain.scenes) == 1 and len(data.scenes) == 4 and data.description["base_windows"] == 3
+    # statistics come from the whole scenes only
+    np.testing.assert_array_equal(data.hsi_norm.scale, plain.hsi_norm.scale)
+    whole = data.scenes[0]
+    for sc in data.scenes[1:]:
+        h, w = sc.valid.shape
+        assert h % 4 == 0 and w % 4 == 0 and h >= 48 and w >= 48 and sc.valid.mean() >= 0.5
+        assert np.allclose(base_image(sc.lr, sc.msi, 4, base="mtf_glp_hs"), sc.lr_up)
+        assert not np.allclose(sc.lr_up, whole.lr_up[:, :h, :w]) or (h, w) == whole.valid.shape
+    # the held-out crop's base is computed on the crop, as inference on it would
+    v = data.val
+    assert np.allclose(v["lr_up"], base_image(v["lr"], v["msi"], 4, base="mtf_glp_hs"))
 
 
 def test_self_supervised_wald_pair(shared_data):

@@ -79,9 +79,11 @@ def training_config(
         "name": Path(checkpoint_dir).name,
         "run_dir": str(checkpoint_dir),
         "seed": int(seed),
-        "model": {"preset": preset},
+        # The bundled models' recipe (models/README.md): zero head and a residual scaled to the base's error,
+        # so training starts at the base and Adam's steps are sized to the correction; a spectral-angle term.
+        "model": {"preset": preset, "head_init_gain": 0.0, "residual_scale": "auto"},
         "data": data,
-        "loss": {"w_msi": 0.1 if sensor else 0.0, "w_lr": 0.1},
+        "loss": {"w_msi": 0.1 if sensor else 0.0, "w_lr": 0.1, "w_sam": 0.1},
         "optim": {"lr": 1e-3 if preset != "paper" else 2e-4, "warmup": max(min(200, iterations // 10), 1)},
         "ema": {"decay": 0.999 if iterations >= 2000 else 0.99},
         "stages": stages,

@@ -189,12 +189,50 @@ class DataBundle:
     def describe(self) -> dict:
         return dict(self.description, band_indices=self.band_indices)
 
+    def residual_rms(self) -> float:
+        """RMS of ``z0 - lr_up`` (reference minus conditioning base) over the training pixels, normalised units."""
+        total, count = 0.0, 0
+        for sc in self.scenes:
+            d = self.hsi_norm.apply(sc.ref) - self.hsi_norm.apply(sc.lr_up)
+            d = d[:, sc.valid]
+            d = d[np.isfinite(d)]
+            total += float(np.sum(d.astype(np.float64) ** 2))
+            count += d.size
+        return float(np.sqrt(total / count)) if count else 1.0
+
 
 def _good_band_index(cube: Cube) -> np.ndarray:
     good = np.ones(cube.data.shape[0], bool) if cube.bad_bands is None else ~np.asarray(cube.bad_bands, bool)
     # a band with no finite pixel at all is unusable too
     good &= np.isfinite(cube.data).reshape(cube.data.shape[0], -1).any(axis=1)
     return np.flatnonzero(good)
+
+
+def _window_scenes(sc: Scene, rng: np.random.Generator, count: int, scale: int, base: str, psf_sigma) -> list[Scene]:
+    """``count`` random sub-windows of ``sc`` (each side 1/2 to all of the scene's, on the LR grid), each with
+    its base recomputed on the window alone.
+
+    Why: a global base such as MTF-GLP-HS fits its regression and gains over the whole input, so the
+    same pixel gets a different base in a whole scene than in a crop of it. Inference computes the
+    base on whatever area the user gives; training on whole-scene bases only teaches corrections of
+    one extent's errors, which do not transfer (measured on the CAVE held-out quadrant).
+    """
+    h, w = sc.valid.shape
+    out = []
+    for _ in range(100 * max(count, 0)):
+        if len(out) == count:
+            break
+        hh = int(rng.integers(-(-h // (2 * scale)), h // scale + 1)) * scale
+        ww = int(rng.integers(-(-w // (2 * scale)), w // scale + 1)) * scale
+        r = int(rng.integers(0, (h - hh) // scale + 1)) * scale
+        c = int(rng.integers(0, (w - ww) // scale + 1)) * scale
+        valid = sc.valid[r : r + hh, c : c + ww]
+        if valid.mean() < 0.5:
+            continue
+        lr = sc.lr[:, r // scale : (r + hh) // scale, c // scale : (c + ww) // scale]
+        msi = sc.msi[:, r : r + hh, c : c + ww]
+        out.append(Scene(sc.ref[:, r : r + hh, c : c + ww], base_image(lr, msi, scale, base, psf_sigma), msi, lr, valid))
+    return out
 
 
 def _holdout_mask(shape, region) -> np.ndarray:
@@ -212,7 +250,8 @@ def build_data(cfg: dict, seed: int = 0) -> DataBundle:
     reference cubes, or the real LR-HSI for self-supervised), ``msi`` (self-supervised: the HR-MSI),
     ``scale``, ``srf`` (sensor name or CSV path; supervised only, optional for self-supervised),
     ``msi_bands`` (band names to keep, optional), ``psf_sigma`` (null = FWHM of ``scale``),
-    ``snr_db`` (noise of the simulated pair, null = none), ``val_region`` (``[row, col, size]`` on
+    ``snr_db`` (noise of the simulated pair, null = none), ``base_windows`` (extra random sub-windows per
+    scene whose base is recomputed on the window, for bases other than bicubic; 0 = none), ``val_region`` (``[row, col, size]`` on
     the reference grid of the first scene - for self-supervised that is the real LR-HSI's grid -
     held out from training; null = none).  Scenes are held in memory.
     """
@@ -225,6 +264,7 @@ def build_data(cfg: dict, seed: int = 0) -> DataBundle:
     val_region = cfg.get("val_region")
     base = cfg.get("base") or "bicubic"  # the conditioning image (core.conditioning)
     scenes, val = [], None
+    extra: list[Scene] = []  # sub-window copies with their own base (``base_windows``), not used for statistics
     srf = None
     msi_names: list[str] = []
     wavelengths = fwhm = None
@@ -259,8 +299,13 @@ def build_data(cfg: dict, seed: int = 0) -> DataBundle:
                     raise ValueError("val_region row, col and size must be multiples of the scale")
                 sl = (slice(None), slice(r, r + size), slice(c, c + size))
                 lr_sl = (slice(None), slice(r // scale, (r + size) // scale), slice(c // scale, (c + size) // scale))
-                val = {"ref": ref[sl], "lr_up": lr_up[sl], "msi": msi[sl], "lr": lr[lr_sl]}
+                # The base of the held-out crop is computed on the crop, as inference on that crop computes it.
+                val = {"ref": ref[sl], "lr_up": base_image(lr[lr_sl], msi[sl], scale, base, psf_sigma), "msi": msi[sl],
+                       "lr": lr[lr_sl]}
             scenes.append(Scene(filled, lr_up, msi, lr, valid & keep))
+            if base != "bicubic":
+                extra += _window_scenes(scenes[-1], np.random.default_rng(seed + 1000 + n), int(cfg.get("base_windows", 0)),
+                                        scale, base, psf_sigma)
     elif mode == "self_supervised":
         if len(paths) != 1 or not cfg.get("msi"):
             raise ValueError("self_supervised needs one 'hsi' (the real LR-HSI) and one 'msi' (the real HR-MSI)")
@@ -290,8 +335,11 @@ def build_data(cfg: dict, seed: int = 0) -> DataBundle:
             r, c, size = (int(v) for v in val_region)
             sl = (slice(None), slice(r, r + size), slice(c, c + size))
             lr_sl = (slice(None), slice(r // scale, (r + size) // scale), slice(c // scale, (c + size) // scale))
-            val = {"ref": y[sl], "lr_up": lr_up[sl], "msi": msi[sl], "lr": lr[lr_sl]}
+            val = {"ref": y[sl], "lr_up": base_image(lr[lr_sl], msi[sl], scale, base, psf_sigma), "msi": msi[sl], "lr": lr[lr_sl]}
         scenes.append(Scene(y, lr_up, msi, lr, valid))
+        if base != "bicubic":
+            extra += _window_scenes(scenes[-1], np.random.default_rng(seed + 1000), int(cfg.get("base_windows", 0)), scale,
+                                    base, psf_sigma)
     else:
         raise ValueError(f"unknown data mode {mode!r}")
 
@@ -309,9 +357,10 @@ def build_data(cfg: dict, seed: int = 0) -> DataBundle:
         "input_bands": input_bands,
         "base": base,  # the sensor's band count; band_indices are the bands used
         "train_pixels": int(sum(s.valid.sum() for s in scenes)),
+        "base_windows": len(extra),
     }
     return DataBundle(
-        scenes=scenes,
+        scenes=scenes + extra,
         scale=scale,
         hsi_norm=hsi_norm,
         msi_norm=msi_norm,

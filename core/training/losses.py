@@ -1,10 +1,13 @@
 """Training losses of HSR-Diff and the torch sensor degradation ``D`` they use.
 
-``loss = L1(Z0_hat, Z0) + w_msi * L1(R Z0_hat, X) + w_lr * L1(D(Z0_hat), Y)``
+``loss = L1(Z0_hat, Z0) + w_msi * L1(R Z0_hat, X) + w_lr * L1(D(Z0_hat), Y) + w_sam * SAM(Z0_hat, Z0)``
 
 Units: all three terms are measured in *normalised* units, each in the normalisation of the
 quantity compared (HSI normalisation for ``Z0`` and ``Y``, MSI normalisation for ``X``), so the
-terms are commensurate and the weights are unit-free.  The operators are applied in *physical*
+terms are commensurate and the weights are unit-free.  The spectral-angle term is the mean angle
+(radians) between the physical spectra of ``Z0_hat`` and ``Z0`` per pixel, smoothed near zero
+(``sqrt(2 (1 - cos) + 1e-8)``, which equals the angle to first order but has a finite gradient): the
+L1 term alone lowers the error magnitude and lets the spectral shape drift, which SAM punishes.  The operators are applied in *physical*
 units, where they are defined: ``Z0_hat`` is de-normalised, degraded (``R`` is a per-pixel matrix
 product, ``D`` a PSF blur + decimation), then re-normalised.  (``D`` commutes with the per-band
 affine normalisation because the PSF sums to one, ``R`` does not, hence the round trip.)
@@ -21,7 +24,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
-__all__ = ["degrade_spatial_torch", "spectral_torch", "HSRLoss"]
+__all__ = ["degrade_spatial_torch", "spectral_torch", "spectral_angle_torch", "HSRLoss"]
 
 
 def degrade_spatial_torch(x: torch.Tensor, scale: int, psf: torch.Tensor) -> torch.Tensor:
@@ -43,6 +46,12 @@ def spectral_torch(x: torch.Tensor, srf: torch.Tensor) -> torch.Tensor:
     return torch.einsum("mb,nbhw->nmhw", srf.to(x.dtype), x)
 
 
+def spectral_angle_torch(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Mean smoothed spectral angle (radians) between ``(n, b, H, W)`` cubes, over pixels."""
+    cos = (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1)).clamp_min(1e-12)
+    return torch.sqrt(2.0 * (1.0 - cos.clamp(-1.0, 1.0)) + eps).mean()
+
+
 class HSRLoss(nn.Module):
     """The HSR-Diff training loss (see the module docstring); returns ``(total, parts dict)``."""
 
@@ -55,8 +64,10 @@ class HSRLoss(nn.Module):
         msi_norm,
         w_msi: float = 0.0,
         w_lr: float = 0.0,
+        w_sam: float = 0.0,
     ):
         super().__init__()
+        self.w_sam = float(w_sam)
         self.scale = int(scale)
         self.w_msi = float(w_msi) if srf is not None else 0.0
         self.w_lr = float(w_lr) if psf is not None else 0.0
@@ -72,8 +83,12 @@ class HSRLoss(nn.Module):
         rec = F.l1_loss(x0_hat, x0)
         parts = {"l1": rec.detach()}
         total = rec
-        if self.w_msi > 0 or self.w_lr > 0:
+        if self.w_msi > 0 or self.w_lr > 0 or self.w_sam > 0:
             phys = x0_hat * self.h_scale + self.h_off
+        if self.w_sam > 0:
+            ls = spectral_angle_torch(phys, x0.float() * self.h_scale + self.h_off)
+            parts["sam"] = ls.detach()
+            total = total + self.w_sam * ls
         if self.w_msi > 0 and msi is not None:
             m = (spectral_torch(phys, self.srf) - self.m_off) / self.m_scale
             lm = F.l1_loss(m, msi)

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
 from core.metrics import psnr, sam
@@ -60,7 +61,7 @@ DEFAULTS: dict = {
         "base": "bicubic",  # conditioning image: bicubic | mtf_glp_hs (core.conditioning)
     },
     "schedule": {"steps": 2000, "beta_start": 1e-6, "beta_end": 1e-2},
-    "loss": {"w_msi": 0.0, "w_lr": 0.0},
+    "loss": {"w_msi": 0.0, "w_lr": 0.0, "w_sam": 0.0},
     "optim": {"lr": 2e-4, "weight_decay": 1e-4, "betas": [0.9, 0.99], "warmup": 100, "min_lr_ratio": 0.05, "grad_clip": 1.0},
     "ema": {"decay": 0.999},
     "stages": [{"steps": 100, "patch": 32, "batch": 4}],
@@ -183,6 +184,9 @@ class Trainer:
         self.data = data or build_data(self.cfg["data"], seed=seed)
         mcfg = dict(self.cfg["model"])
         preset = mcfg.pop("preset", "small")
+        if mcfg.get("residual_scale") == "auto":
+            mcfg["residual_scale"] = round(self.data.residual_rms(), 6)
+            self.log(f"residual_scale auto: {mcfg['residual_scale']} (RMS of reference - base on the training pixels)")
         self.model = build_model(preset, self.data.hsi_bands, self.data.msi_bands, **mcfg).to(self.device)
         self.ema = EMA(self.model, self.cfg["ema"]["decay"])
         o = self.cfg["optim"]
@@ -246,6 +250,8 @@ class Trainer:
         with torch.autocast(dev.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
             x0_hat = self.net(zt, g, lr_up, msi)
         loss, parts = self.loss_fn(x0_hat, z0, msi, lr)
+        # L1 of the conditioning base itself (x0_hat = base when the residual head is zero): the bar to beat.
+        parts["base_l1"] = F.l1_loss(lr_up.float(), z0.float()).detach()
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         gnorm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), float(cfg["optim"]["grad_clip"]))
@@ -336,16 +342,18 @@ class Trainer:
                 t0 = time.time()
                 rec = self.train_step()
                 self.wall += time.time() - t0
-                acc.append(rec["loss"])
+                acc.append(rec)
                 if every_log and (self.step % every_log == 0 or self.step == stop):
                     dt = (time.time() - t_last) / max(self.step - n_last, 1)
                     eta = dt * (total - self.step)
-                    parts = " ".join(f"{k} {rec[k]:.4f}" for k in ("l1", "msi", "lr_hsi") if k in rec)
+                    # Means over the steps since the last line (one batch alone is too noisy to compare with base_l1).
+                    mean = {k: float(np.mean([r[k] for r in acc])) for k in ("loss", "l1", "msi", "lr_hsi", "sam", "base_l1") if k in rec}
+                    parts = " ".join(f"{k} {mean[k]:.4f}" for k in ("l1", "base_l1", "msi", "lr_hsi", "sam") if k in mean)
                     self.log(f"step {self.step}/{total} patch {rec['patch']} batch {rec['batch']} "
-                             f"loss {np.mean(acc):.4f} ({parts}) "
+                             f"loss {mean['loss']:.4f} ({parts}) "
                              f"lr {rec['lr']:.2e} {dt:.2f} s/step ETA {eta / 60:.1f} min")
                     if logf:
-                        rec_out = {"step": self.step, "loss": float(np.mean(acc)), "lr": rec["lr"], "s_per_step": dt}
+                        rec_out = {"step": self.step, **mean, "lr": rec["lr"], "s_per_step": dt}
                         logf.write(json.dumps(rec_out) + "\n")
                         logf.flush()
                     t_last, n_last, acc = time.time(), self.step, []
