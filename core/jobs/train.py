@@ -79,8 +79,8 @@ def training_config(
         "name": Path(checkpoint_dir).name,
         "run_dir": str(checkpoint_dir),
         "seed": int(seed),
-        # The bundled models' recipe (models/README.md): zero head and a residual scaled to the base's error,
-        # so training starts at the base and Adam's steps are sized to the correction; a spectral-angle term.
+        # Model and loss as the bundled models' recipe B (models/README.md): a zero head and a residual scaled to
+        # the base's error, so training starts at the base and Adam's steps are sized to the correction; a SAM term.
         "model": {"preset": preset, "head_init_gain": 0.0, "residual_scale": "auto"},
         "data": data,
         "loss": {"w_msi": 0.1 if sensor else 0.0, "w_lr": 0.1, "w_sam": 0.1},

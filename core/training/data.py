@@ -103,13 +103,14 @@ def load_cube(path: str | Path) -> Cube:
 
 @dataclass
 class Scene:
-    """One training scene: reference, its bicubic-upsampled LR, the MSI and the LR, physical units."""
+    """One training scene: reference, its conditioning base, the MSI and the LR, physical units."""
 
     ref: np.ndarray  # (b, H, W)
     lr_up: np.ndarray  # (b, H, W)
     msi: np.ndarray  # (m, H, W)
     lr: np.ndarray  # (b, H/s, W/s)
     valid: np.ndarray  # (H, W) bool, False on nodata and on the held-out square
+    window: bool = False  # a sub-window copy (``base_windows``): sampled, but left out of every statistic
 
 
 def _augment(arrays: list[np.ndarray], k: int, flip: bool) -> list[np.ndarray]:
@@ -193,6 +194,8 @@ class DataBundle:
         """RMS of ``z0 - lr_up`` (reference minus conditioning base) over the training pixels, normalised units."""
         total, count = 0.0, 0
         for sc in self.scenes:
+            if sc.window:
+                continue
             d = self.hsi_norm.apply(sc.ref) - self.hsi_norm.apply(sc.lr_up)
             d = d[:, sc.valid]
             d = d[np.isfinite(d)]
@@ -231,7 +234,8 @@ def _window_scenes(sc: Scene, rng: np.random.Generator, count: int, scale: int, 
             continue
         lr = sc.lr[:, r // scale : (r + hh) // scale, c // scale : (c + ww) // scale]
         msi = sc.msi[:, r : r + hh, c : c + ww]
-        out.append(Scene(sc.ref[:, r : r + hh, c : c + ww], base_image(lr, msi, scale, base, psf_sigma), msi, lr, valid))
+        out.append(Scene(sc.ref[:, r : r + hh, c : c + ww], base_image(lr, msi, scale, base, psf_sigma), msi, lr, valid,
+                         window=True))
     return out
 
 
@@ -264,7 +268,6 @@ def build_data(cfg: dict, seed: int = 0) -> DataBundle:
     val_region = cfg.get("val_region")
     base = cfg.get("base") or "bicubic"  # the conditioning image (core.conditioning)
     scenes, val = [], None
-    extra: list[Scene] = []  # sub-window copies with their own base (``base_windows``), not used for statistics
     srf = None
     msi_names: list[str] = []
     wavelengths = fwhm = None
@@ -303,9 +306,6 @@ def build_data(cfg: dict, seed: int = 0) -> DataBundle:
                 val = {"ref": ref[sl], "lr_up": base_image(lr[lr_sl], msi[sl], scale, base, psf_sigma), "msi": msi[sl],
                        "lr": lr[lr_sl]}
             scenes.append(Scene(filled, lr_up, msi, lr, valid & keep))
-            if base != "bicubic":
-                extra += _window_scenes(scenes[-1], np.random.default_rng(seed + 1000 + n), int(cfg.get("base_windows", 0)),
-                                        scale, base, psf_sigma)
     elif mode == "self_supervised":
         if len(paths) != 1 or not cfg.get("msi"):
             raise ValueError("self_supervised needs one 'hsi' (the real LR-HSI) and one 'msi' (the real HR-MSI)")
@@ -337,11 +337,13 @@ def build_data(cfg: dict, seed: int = 0) -> DataBundle:
             lr_sl = (slice(None), slice(r // scale, (r + size) // scale), slice(c // scale, (c + size) // scale))
             val = {"ref": y[sl], "lr_up": base_image(lr[lr_sl], msi[sl], scale, base, psf_sigma), "msi": msi[sl], "lr": lr[lr_sl]}
         scenes.append(Scene(y, lr_up, msi, lr, valid))
-        if base != "bicubic":
-            extra += _window_scenes(scenes[-1], np.random.default_rng(seed + 1000), int(cfg.get("base_windows", 0)), scale,
-                                    base, psf_sigma)
     else:
         raise ValueError(f"unknown data mode {mode!r}")
+
+    # Sub-window copies with their own base; a bicubic base is local, so its windows would be plain crops.
+    n_windows = int(cfg.get("base_windows") or 0) if base != "bicubic" else 0
+    extra = [w for n, sc in enumerate(scenes) for w in _window_scenes(sc, np.random.default_rng(seed + 1000 + n), n_windows, scale,
+                                                                         base, psf_sigma)]
 
     ref_pixels = np.concatenate([s.ref[:, s.valid] for s in scenes], axis=1)[:, :, None]
     msi_pixels = np.concatenate([s.msi[:, s.valid] for s in scenes], axis=1)[:, :, None]
@@ -354,8 +356,8 @@ def build_data(cfg: dict, seed: int = 0) -> DataBundle:
         "srf": cfg.get("srf"),
         "snr_db": cfg.get("snr_db"),
         "val_region": val_region,
-        "input_bands": input_bands,
-        "base": base,  # the sensor's band count; band_indices are the bands used
+        "input_bands": input_bands,  # the sensor's band count; band_indices are the bands used
+        "base": base,
         "train_pixels": int(sum(s.valid.sum() for s in scenes)),
         "base_windows": len(extra),
     }

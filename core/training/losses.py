@@ -4,13 +4,14 @@
 
 Units: all three terms are measured in *normalised* units, each in the normalisation of the
 quantity compared (HSI normalisation for ``Z0`` and ``Y``, MSI normalisation for ``X``), so the
-terms are commensurate and the weights are unit-free.  The spectral-angle term is the mean angle
-(radians) between the physical spectra of ``Z0_hat`` and ``Z0`` per pixel, smoothed near zero
-(``sqrt(2 (1 - cos) + 1e-8)``, which equals the angle to first order but has a finite gradient): the
-L1 term alone lowers the error magnitude and lets the spectral shape drift, which SAM punishes.  The operators are applied in *physical*
+terms are commensurate and the weights are unit-free.  The operators are applied in *physical*
 units, where they are defined: ``Z0_hat`` is de-normalised, degraded (``R`` is a per-pixel matrix
 product, ``D`` a PSF blur + decimation), then re-normalised.  (``D`` commutes with the per-band
 affine normalisation because the PSF sums to one, ``R`` does not, hence the round trip.)
+
+The spectral-angle term is the mean angle (radians) between the physical spectra of ``Z0_hat`` and
+``Z0`` per pixel, smoothed near zero (``sqrt(2 (1 - cos) + 1e-8)``: the angle to first order, with a
+finite gradient): the L1 term alone lowers the error magnitude and lets the spectral shape drift.
 
 ``D`` follows docs/ARCHITECTURE.md exactly: crop HR rows/cols to a multiple of ``scale``,
 reflect-pad by ``(k - scale) // 2``, depthwise correlation with the ``(k, k)`` PSF at stride
@@ -67,10 +68,10 @@ class HSRLoss(nn.Module):
         w_sam: float = 0.0,
     ):
         super().__init__()
-        self.w_sam = float(w_sam)
         self.scale = int(scale)
         self.w_msi = float(w_msi) if srf is not None else 0.0
         self.w_lr = float(w_lr) if psf is not None else 0.0
+        self.w_sam = float(w_sam)
         self.register_buffer("psf", torch.as_tensor(np.zeros((1, 1)) if psf is None else psf, dtype=torch.float32))
         self.register_buffer("srf", torch.as_tensor(np.zeros((1, 1)) if srf is None else srf, dtype=torch.float32))
         self.register_buffer("h_off", torch.as_tensor(hsi_norm.offset).reshape(1, -1, 1, 1))
