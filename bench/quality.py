@@ -194,12 +194,12 @@ def _fitting_model(model_path: str | None, hsi_bands: int, msi_band_names: list[
 
 def hsrdiff(lr_hsi: np.ndarray, hr_msi: np.ndarray, scale: int, srf=None, psf=None, model_path: str | None = None,
             wavelengths=None, fwhm=None, msi_band_names=None, steps: int | None = None, sampler: str | None = None,
-            **_) -> tuple[np.ndarray, dict]:
+            samples: int | None = None, **_) -> tuple[np.ndarray, dict]:
     """HSR-Diff through ``export.superresolve.superresolve`` on temporary GeoTIFFs (local pixel grid, no CRS).
 
     The model is chosen by its metadata (:func:`_fitting_model`); sampler settings are the plugin's defaults
-    (``export.defaults``) unless ``steps``/``sampler`` are given. ``srf``/``psf`` are not used: the model
-    learned them. Returns the result and the row's ``model``, ``model_info`` and ``sampler`` facts.
+    (``export.defaults``) unless ``steps``/``sampler``/``samples`` are given (``samples`` > 1: their mean).
+    ``srf``/``psf`` are not used: the model learned them. Returns the result and the row's ``model``, ``model_info`` and ``sampler`` facts.
     """
     from core.raster_io import read_raster, write_raster
     from export import defaults
@@ -212,6 +212,8 @@ def hsrdiff(lr_hsi: np.ndarray, hr_msi: np.ndarray, scale: int, srf=None, psf=No
         kw["steps"] = int(steps)
     if sampler is not None:
         kw["sampler"] = sampler
+    if samples is not None:
+        kw["samples"] = int(samples)
     with tempfile.TemporaryDirectory(prefix="hsrdiff_bench_") as tmp:
         lr_p = write_raster(Path(tmp) / "lr.tif", np.asarray(lr_hsi, np.float32), geotransform=(0.0, float(scale), 0.0, 0.0, 0.0,
                             -float(scale)), wavelengths=wavelengths, fwhm=fwhm,
@@ -221,7 +223,8 @@ def hsrdiff(lr_hsi: np.ndarray, hr_msi: np.ndarray, scale: int, srf=None, psf=No
         res = superresolve(lr_p, msi_p, path, Path(tmp) / "out.tif", **kw)
         out, _ = read_raster(res.out_path)
     return out, {"model": os.path.basename(path), "model_info": md.describe(),
-                 "sampler": f"{kw['sampler']} {kw['steps']} steps, eta {kw['eta']}, seed {kw['seed']}, {res.provider_info}"}
+                 "sampler": f"{kw['sampler']} {kw['steps']} steps, eta {kw['eta']}, seed {kw['seed']}, "
+                                                                 f"{kw['samples']} sample(s), {res.provider_info}"}
 
 
 register_method("hsrdiff", hsrdiff, needs_model=True)
@@ -294,6 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", default=None, help="model path(s) for methods that need one, comma-separated")
     ap.add_argument("--steps", type=int, default=None, help="denoising steps of model-based methods (default: the plugin's)")
     ap.add_argument("--sampler", choices=("ddim", "ancestral"), default=None, help="sampler of model-based methods")
+    ap.add_argument("--samples", type=int, default=None, help="samples averaged by model-based methods (default: the plugin's)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "quality"))
     args = ap.parse_args(argv)
     methods = [m for m in args.methods.split(",") if m]
@@ -310,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     print(HEADER, flush=True)
     t0 = time.perf_counter()
     skipped: list[dict] = []
-    model_opts = {k: v for k, v in (("steps", args.steps), ("sampler", args.sampler)) if v is not None}
+    model_opts = {k: v for k, v in (("steps", args.steps), ("sampler", args.sampler), ("samples", args.samples)) if v is not None}
     rows = run(methods, scales, scenes, args.quick, args.model, log=lambda s: print(s, flush=True), model_opts=model_opts,
                skipped=skipped)
     write_results(Path(args.out), rows, args, scenes, time.perf_counter() - t0, skipped)

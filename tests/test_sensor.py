@@ -226,3 +226,19 @@ def test_estimation_recovers_srf_and_sigma(enmap, s2):
     est, _ = estimate_srf(lr_n, msi_n, scale, support=support)
     pred, true = degrade_spectral(hr, est), degrade_spectral(hr, s2.matrix)
     assert np.linalg.norm(pred - true) / np.linalg.norm(true) < 0.01
+
+
+def test_band_resampling_matrix_reproduces_smooth_spectra_and_refuses_extrapolation():
+    from core.sensor import band_resampling_matrix
+
+    src = np.arange(366.0, 1044.0, 9.5)  # a CASI-like band set
+    dst = np.arange(400.0, 701.0, 10.0)  # CAVE's 31 bands
+    w = band_resampling_matrix(src, dst, src_fwhm=np.full(src.size, 9.5), dst_fwhm=np.full(dst.size, 10.0))
+    assert w.shape == (31, src.size) and np.allclose(w.sum(axis=1), 1.0) and (w >= 0).all()
+    for spectrum in (lambda x: 0.1 + 1e-3 * (x - 400.0), lambda x: 0.3 + 0.1 * np.sin(x / 40.0)):
+        np.testing.assert_allclose(w @ spectrum(src), spectrum(dst), rtol=0.02)
+    bad = (src > 500) & (src < 560)
+    wb = band_resampling_matrix(src, dst, valid_bands=~bad)
+    assert np.all(wb[:, bad] == 0) and np.allclose(wb.sum(axis=1), 1.0)
+    with pytest.raises(ValueError, match="outside the source bands"):
+        band_resampling_matrix(np.arange(418.0, 2450.0, 8.0), dst)  # EnMAP starts at 418 nm: no 400-410 nm

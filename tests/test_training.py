@@ -277,3 +277,118 @@ def test_cli_overrides_and_run(cave_npz, tmp_path):
             "--set", "val.every=0", "--set", "log_every=1", "--set", "device=cpu"]
     assert main(args) == 0
     assert resolve_checkpoint(run).name == "step_00000002"
+
+
+def _gain_fit(recoloured: np.ndarray, window: np.ndarray) -> tuple[np.ndarray, bool]:
+    """Least-squares per-band gain of ``recoloured`` over ``window`` and whether it explains it exactly."""
+    win = window.astype(np.float64)
+    gain = (recoloured * win).sum(axis=(1, 2)) / np.maximum((win * win).sum(axis=(1, 2)), 1e-12)
+    return gain, bool(np.allclose(recoloured, gain[:, None, None] * win, rtol=1e-4, atol=1e-6))
+
+
+def test_spectral_augment_recolours_training_windows_only(cave_npz):
+    from core.conditioning import base_image
+    from core.training.data import random_spectral_gain
+
+    cfg = _cfg(cave_npz, "unused")["data"]
+    plain = build_data(dict(cfg, base="mtf_glp_hs"), seed=0)
+    data = build_data(dict(cfg, base="mtf_glp_hs", spectral_augment=4), seed=0)
+    assert len(data.scenes) == 5 and data.description["spectral_augment"] == 4
+    np.testing.assert_array_equal(data.hsi_norm.scale, plain.hsi_norm.scale)  # statistics from the real scene only
+    assert data.residual_rms() == pytest.approx(plain.residual_rms())
+    whole = plain.scenes[0]
+    r, c, size = cfg["val_region"]
+    for sc in data.scenes[1:]:
+        assert sc.window and sc.valid.all()
+        h, w = sc.valid.shape
+        assert h % 4 == 0 and w % 4 == 0
+        # find the window in the scene: the recoloured reference is one gain per band times a window of it
+        hits = [(i, j) for i in range(0, whole.ref.shape[1] - h + 1, 4) for j in range(0, whole.ref.shape[2] - w + 1, 4)
+                if _gain_fit(sc.ref, whole.ref[:, i:i + h, j:j + w])[1]]
+        assert hits, "a recoloured window is not a gain times a window of the scene"
+        i, j = hits[0]
+        assert not (i < r + size and i + h > r and j < c + size and j + w > c), "window touches the held-out square"
+        assert not np.allclose(_gain_fit(sc.ref, whole.ref[:, i:i + h, j:j + w])[0], 1.0, atol=1e-3)
+        # the pair is simulated again from the recoloured window: MSI = R ref, base recomputed on it
+        np.testing.assert_allclose(sc.msi, np.einsum("mb,bij->mij", data.srf, sc.ref), rtol=1e-4, atol=1e-6)
+        assert np.allclose(base_image(sc.lr, sc.msi, 4, base="mtf_glp_hs"), sc.lr_up)
+    g = random_spectral_gain(np.linspace(400, 700, 31), np.random.default_rng(1))
+    assert g.shape == (31,) and (g > 0).all() and np.abs(np.diff(np.log(g))).max() < 0.3  # smooth and positive
+
+
+def test_exclude_squares_are_held_out_but_not_validated(cave_npz):
+    cfg = dict(_cfg(cave_npz, "unused")["data"], val_region=[0, 0, 32], exclude=[[64, 64, 32]])
+    data = build_data(cfg, seed=0)
+    valid = data.scenes[0].valid
+    assert not valid[0:32, 0:32].any() and not valid[64:96, 64:96].any() and valid[32:64, 32:64].all()
+    np.testing.assert_array_equal(data.val["ref"], data.scenes[0].ref[:, 0:32, 0:32])
+    assert data.describe()["exclude"] == [[64, 64, 32]]
+    rng = np.random.default_rng(0)
+    for _ in range(20):  # no training crop overlaps either square: a crop is all-valid by construction
+        b = data.sample_batch(rng, 4, 16, augment=False)
+        assert b["z0"].shape == (4, data.hsi_bands, 16, 16)
+
+
+def test_best_checkpoint_is_the_best_validated_step_that_beats_the_base(cave_npz, tmp_path):
+    import json
+
+    from core.training.selection import best_checkpoint, best_step, validation_records
+
+    rec = lambda step, p, s: {"step": step, "psnr": p, "sam": s, "bicubic_psnr": 40.0, "bicubic_sam": 2.0}  # noqa: E731
+    assert best_step([rec(4, 41.0, 1.9), rec(8, 42.0, 2.1), rec(12, 40.5, 1.5)]) == 4  # step 8 loses on SAM
+    assert best_step([rec(4, 39.0, 1.9), rec(8, 42.0, 2.1)]) is None
+    run = tmp_path / "run"
+    Trainer(_cfg(cave_npz, run, val={"every": 4, "steps": 2}, checkpoint={"every": 4, "keep": 0})).run()
+    recs = validation_records(run)
+    assert [r["step"] for r in recs] == [4, 8]
+    assert all((run / "checkpoints" / f"step_{r['step']:08d}").is_dir() for r in recs)  # keep 0 keeps them all
+    # with a base that every checkpoint beats, the one with the highest PSNR is chosen
+    lines = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
+    for x in lines:
+        if "val" in x:
+            x["val"].update(bicubic_psnr=0.0, bicubic_sam=90.0)
+    (run / "log.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    top = max(recs, key=lambda r: r["psnr"])["step"]
+    assert best_checkpoint(run) == run / "checkpoints" / f"step_{top:08d}"
+
+
+def test_extra_hsi_scenes_are_resampled_simulated_and_left_out_of_statistics(cave_npz, shared_data):
+    """A real CASI cube (368-1043 nm, 72 bands) as extra training data for the 31-band CAVE case."""
+    from core.conditioning import base_image
+
+    cfg = dict(_cfg(cave_npz, "unused")["data"], base="mtf_glp_hs")
+    plain = build_data(cfg, seed=0)
+    data = build_data(dict(cfg, extra_hsi=[str(shared_data / "casi_gulfport.tif")]), seed=0)
+    assert len(data.scenes) == 2 and data.description["extra_hsi"] == [str(shared_data / "casi_gulfport.tif")]
+    np.testing.assert_array_equal(data.hsi_norm.scale, plain.hsi_norm.scale)
+    assert data.residual_rms() == pytest.approx(plain.residual_rms())
+    sc = data.scenes[1]
+    assert sc.window and sc.ref.shape == (31, 48, 88)  # CASI's 51 x 88 cropped to the scale-4 grid
+    primary = plain.scenes[0]
+    assert np.percentile(sc.ref[:, sc.valid], 99) == pytest.approx(np.percentile(primary.ref[:, primary.valid], 99), rel=1e-4)
+    np.testing.assert_allclose(sc.msi, np.einsum("mb,bij->mij", data.srf, sc.ref), rtol=1e-4, atol=1e-6)
+    assert sc.lr.shape == (31, 12, 22) and np.allclose(base_image(sc.lr, sc.msi, 4, base="mtf_glp_hs"), sc.lr_up)
+    with pytest.raises(ValueError, match="outside the source bands"):  # EnMAP has no band below 418 nm
+        build_data(dict(cfg, extra_hsi=[str(shared_data / "enmap_potsdam_north.tif")]), seed=0)
+
+
+def test_band_weighting_counts_relative_errors(cave_npz, tmp_path):
+    from core.training.losses import band_weights_from_residual
+
+    w = band_weights_from_residual(np.array([0.04, 0.01, 0.02, 1e-6]))
+    assert w.mean() == pytest.approx(1.0) and w[1] > w[2] > w[0]  # inverse to the base's residual
+    assert w[3] / np.median(w) == pytest.approx(5.0) and w.min() > 0  # a near-perfect band cannot take the whole loss
+    data = build_data(dict(_cfg(cave_npz, "unused")["data"], base="mtf_glp_hs"), seed=0)
+    rms = data.band_residual_rms()
+    assert rms.shape == (data.hsi_bands,) and np.sqrt(np.mean(rms**2)) == pytest.approx(data.residual_rms(), rel=1e-6)
+    tr = Trainer(_cfg(cave_npz, tmp_path / "run", loss={"band_weighting": "residual"}), data=data)
+    bw = tr.loss_fn.band_w.flatten().numpy()
+    np.testing.assert_allclose(bw, band_weights_from_residual(rms), rtol=1e-5)
+    x0 = torch.zeros(1, data.hsi_bands, 8, 8)
+    x0_hat = torch.ones_like(x0) * torch.arange(data.hsi_bands, dtype=torch.float32).reshape(1, -1, 1, 1)
+    total, parts = tr.loss_fn(x0_hat, x0)
+    err = np.arange(data.hsi_bands, dtype=np.float64)
+    assert float(parts["l1"]) == pytest.approx(err.mean(), rel=1e-5)  # logged L1 unweighted
+    assert float(total) == pytest.approx((err * bw).mean(), rel=1e-5)  # optimised L1 weighted
+    with pytest.raises(ValueError, match="band_weighting"):
+        Trainer(_cfg(cave_npz, tmp_path / "bad", loss={"band_weighting": "inverse"}), data=data)

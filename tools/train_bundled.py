@@ -96,6 +96,9 @@ def main() -> int:
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--make-npz", default=None, metavar="DIR")
     ap.add_argument("--set", dest="overrides", action="append", default=[])
+    ap.add_argument("--val-every", type=int, default=0, help="validate and keep a checkpoint every N steps (default: 4 times)")
+    ap.add_argument("--stop-at", type=int, default=0,
+                    help="stop after N steps of the planned schedule (early stopping at a step chosen on a validation run)")
     args = ap.parse_args()
     if args.make_npz:
         make_npz(Path(args.make_npz))
@@ -115,7 +118,7 @@ def main() -> int:
     stages = cfg["stages"]
     t_stage = None
     if args.budget_s <= 0:
-        return train(cfg, out, log, [0.0] * len(stages))
+        return train(cfg, out, log, [0.0] * len(stages), val_every=args.val_every, stop_at=args.stop_at)
     for device, amp in ((cfg["device"], cfg["amp"]), (cfg["device"], False), ("cpu", False)):
         cfg["device"], cfg["amp"] = device, amp
         try:
@@ -125,11 +128,16 @@ def main() -> int:
             log(f"probe failed on device={device} amp={amp}: {type(exc).__name__}: {exc}")
     if t_stage is None:
         return 1
-    return train(cfg, out, log, t_stage, args.budget_s)
+    return train(cfg, out, log, t_stage, args.budget_s, val_every=args.val_every, stop_at=args.stop_at)
 
 
-def train(cfg: dict, out: Path, log, t_stage: list[float], budget_s: float | None = None) -> int:
-    """Scale the stages to ``budget_s`` (when given, from the probe's ``t_stage``) and train to the end."""
+def train(cfg: dict, out: Path, log, t_stage: list[float], budget_s: float | None = None, val_every: int = 0,
+          stop_at: int = 0) -> int:
+    """Scale the stages to ``budget_s`` (when given, from the probe's ``t_stage``) and train to the end.
+
+    ``val_every``: validate and keep a checkpoint every that many steps (0 = four times in the run).
+    ``stop_at``: stop after that many steps of the same schedule (learning rate, stages) and save there.
+    """
     from core.training.trainer import Trainer, total_steps
 
     stages = cfg["stages"]
@@ -141,13 +149,19 @@ def train(cfg: dict, out: Path, log, t_stage: list[float], budget_s: float | Non
             st["steps"] = max(int(st["steps"] * factor), 10)
         cfg["optim"]["warmup"] = max(int(cfg["optim"]["warmup"] * min(factor, 1.0)), 10)
     total = total_steps(cfg)
-    cfg["val"]["every"] = cfg["checkpoint"]["every"] = max(total // 4, 1)
+    cfg["val"]["every"] = cfg["checkpoint"]["every"] = val_every or max(total // 4, 1)
+    if val_every:  # every validated checkpoint is kept, so the best one can be exported (tools/select_checkpoint.py)
+        cfg["checkpoint"]["keep"] = 0
     log(f"probe: {', '.join(f'{t * 1000:.0f} ms/step' for t in t_stage)}; planned {total} steps "
         f"({', '.join(str(s['steps']) for s in stages)})" + (f" for {budget_s:.0f} s" if budget_s else ""))
     shutil.rmtree(out, ignore_errors=True)
     t0 = time.time()
     tr = Trainer(cfg, log=log)
-    val = tr.run()
+    val = tr.run(max_steps=stop_at or None)
+    if stop_at and tr.step < total:
+        val = tr.validate() if tr.validation.get("step") != tr.step else tr.validation
+        tr.save()
+        log(f"stopped at step {tr.step} of {total} (--stop-at)")
     wall = time.time() - t0
     summary = {"case": cfg["name"], "steps": total, "stages": stages, "wall_s": round(wall, 1), "validation": val,
                "probe_s_per_step": t_stage}

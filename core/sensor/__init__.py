@@ -8,13 +8,14 @@ from .degrade import HaloWindow, degrade_spatial, degrade_spatial_window, degrad
 from .estimate import estimate_psf_sigma, estimate_srf
 from .psf import as_psf, gaussian_psf, halo, sigma_for_scale
 from .simulate import add_noise, simulate_pair
-from .srf import SpectralResponse, default_msi_bands, list_sensors, load_srf_csv, spectral_response
+from .srf import SpectralResponse, band_resampling_matrix, default_msi_bands, list_sensors, load_srf_csv, spectral_response
 
 __all__ = [
     "HaloWindow",
     "SpectralResponse",
     "add_noise",
     "as_psf",
+    "band_resampling_matrix",
     "default_msi_bands",
     "degrade_spatial",
     "degrade_spatial_window",

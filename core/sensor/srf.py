@@ -17,7 +17,8 @@ import numpy as np
 
 from .psf import FWHM_TO_SIGMA
 
-__all__ = ["SpectralResponse", "spectral_response", "list_sensors", "default_msi_bands", "load_srf_csv", "SRF_DIR"]
+__all__ = ["SpectralResponse", "spectral_response", "band_resampling_matrix", "list_sensors", "default_msi_bands", "load_srf_csv",
+           "SRF_DIR"]
 
 SRF_DIR = Path(__file__).resolve().parents[1] / "data" / "srf"
 
@@ -145,6 +146,33 @@ def spectral_response(sensor: str | Path, wavelengths_nm, fwhm_nm=None, bands=No
                              f"{', bad bands excluded' if not valid.all() else ''}): only {100 * c:.0f}% of its "
                              "response falls on valid bands; choose other bands with bands=")
     return SpectralResponse(w / w.sum(axis=1, keepdims=True), names, sensor_name, coverage)
+
+
+def band_resampling_matrix(src_nm, dst_nm, src_fwhm=None, dst_fwhm=None, valid_bands=None) -> np.ndarray:
+    """``(dst_bands, src_bands)`` weights that resample a spectrum from one band set onto another.
+
+    Every band is a Gaussian of its centre and FWHM (nm; unknown = the local band spacing); a target
+    band's weight on a source band is the overlap of the two Gaussians, ``exp(-d^2 / 2 (s_dst^2 + s_src^2))``,
+    rows summing to one.  ``valid_bands`` ``(src_bands,)`` bool: bad source bands get zero weight.
+    Raises ``ValueError`` when a target centre lies outside the valid source range (no extrapolation).
+    """
+    def widths(centres, fwhm):
+        spacing = np.abs(np.gradient(centres)) if centres.size > 1 else np.full(centres.shape, 10.0)
+        f = spacing if fwhm is None else np.asarray(fwhm, dtype=np.float64).ravel()
+        return np.where(np.isfinite(f) & (f > 0), f, spacing) * FWHM_TO_SIGMA
+
+    src = np.asarray(src_nm, dtype=np.float64).ravel()
+    dst = np.asarray(dst_nm, dtype=np.float64).ravel()
+    valid = np.ones(src.size, bool) if valid_bands is None else np.asarray(valid_bands, bool).ravel()
+    lo, hi = src[valid].min(), src[valid].max()
+    outside = dst[(dst < lo - 1e-6) | (dst > hi + 1e-6)]
+    if outside.size:
+        raise ValueError(f"target bands at {', '.join(f'{w:.0f}' for w in outside[:5])} nm lie outside the source "
+                         f"bands ({lo:.0f}-{hi:.0f} nm)")
+    var = widths(dst, dst_fwhm)[:, None] ** 2 + widths(src, src_fwhm)[None, :] ** 2
+    w = np.exp(-0.5 * (dst[:, None] - src[None, :]) ** 2 / var)
+    w[:, ~valid] = 0.0
+    return w / w.sum(axis=1, keepdims=True)
 
 
 def _canonical(sensor) -> str | None:

@@ -190,6 +190,18 @@ class DataBundle:
     def describe(self) -> dict:
         return dict(self.description, band_indices=self.band_indices)
 
+    def band_residual_rms(self) -> np.ndarray:
+        """``(bands,)`` RMS of ``z0 - lr_up`` per band over the training pixels, normalised units."""
+        total, count = np.zeros(self.hsi_bands), np.zeros(self.hsi_bands)
+        for sc in self.scenes:
+            if sc.window:
+                continue
+            d = (self.hsi_norm.apply(sc.ref) - self.hsi_norm.apply(sc.lr_up))[:, sc.valid].astype(np.float64)
+            ok = np.isfinite(d)
+            total += np.square(np.where(ok, d, 0.0)).sum(axis=1)
+            count += ok.sum(axis=1)
+        return np.sqrt(total / np.maximum(count, 1))
+
     def residual_rms(self) -> float:
         """RMS of ``z0 - lr_up`` (reference minus conditioning base) over the training pixels, normalised units."""
         total, count = 0.0, 0
@@ -239,11 +251,93 @@ def _window_scenes(sc: Scene, rng: np.random.Generator, count: int, scale: int, 
     return out
 
 
-def _holdout_mask(shape, region) -> np.ndarray:
+def random_spectral_gain(wavelengths: np.ndarray, rng: np.random.Generator, bumps: int = 3) -> np.ndarray:
+    """A smooth positive gain ``(bands,)``: ``exp`` of a few random Gaussian bumps in wavelength plus a level.
+
+    Bump centres are uniform over the band range, widths 10-40 % of it, log-amplitudes within +-0.7; the
+    level (illumination) within +-0.3 in log.  Multiplying a reflectance cube by it turns a red object into
+    an orange, green or blue one while keeping every spatial structure and every spectrum physically smooth.
+    """
+    wl = np.asarray(wavelengths, np.float64)
+    span = max(float(wl.max() - wl.min()), 1e-6)
+    log_g = np.full(wl.shape, rng.uniform(-0.3, 0.3))
+    for _ in range(bumps):
+        centre = rng.uniform(wl.min(), wl.max())
+        width = rng.uniform(0.1, 0.4) * span
+        log_g += rng.uniform(-0.7, 0.7) * np.exp(-0.5 * ((wl - centre) / width) ** 2)
+    return np.exp(log_g).astype(np.float32)
+
+
+def _spectral_copies(sc: Scene, rng: np.random.Generator, count: int, scale: int, srf: np.ndarray, psf: np.ndarray,
+                     wavelengths: np.ndarray, base: str, psf_sigma, snr_db, seed: int) -> list[Scene]:
+    """``count`` recoloured sub-windows of ``sc`` (``data.spectral_augment``).
+
+    Each window (each side 1/4 to all of the scene's, on the LR grid) lies wholly on training pixels, so no
+    held-out or nodata pixel enters it.  Its reference is multiplied by ``random_spectral_gain``, and the
+    LR-HSI, the MSI and the base are simulated again from that window alone, exactly as for a real pair.
+    Why: one CAVE scene has a handful of object colours; corrections learned on them did not transfer to
+    the held-out quadrant's other colours.
+    """
+    h, w = sc.valid.shape
+    out = []
+    for _ in range(200 * max(count, 0)):
+        if len(out) == count:
+            break
+        hh = int(rng.integers(max(1, -(-h // (4 * scale))), h // scale + 1)) * scale
+        ww = int(rng.integers(max(1, -(-w // (4 * scale))), w // scale + 1)) * scale
+        r = int(rng.integers(0, (h - hh) // scale + 1)) * scale
+        c = int(rng.integers(0, (w - ww) // scale + 1)) * scale
+        if not sc.valid[r : r + hh, c : c + ww].all():
+            continue
+        ref = sc.ref[:, r : r + hh, c : c + ww] * random_spectral_gain(wavelengths, rng)[:, None, None]
+        lr, msi = sensor_module().simulate_pair(ref, scale, srf, psf=psf, snr_db=snr_db, seed=seed + len(out))
+        lr, msi = np.asarray(lr, np.float32), np.asarray(msi, np.float32)
+        out.append(Scene(ref, base_image(lr, msi, scale, base, psf_sigma), msi, lr, np.ones((hh, ww), bool), window=True))
+    return out
+
+
+def _extra_scenes(paths: list, wavelengths: np.ndarray, fwhm, reference_level: float, scale: int, srf: np.ndarray,
+                  psf: np.ndarray, base: str, psf_sigma, snr_db, seed: int) -> list[Scene]:
+    """Scenes of other sensors (``data.extra_hsi``), resampled onto the first scene's bands, as extra training data.
+
+    Each cube's bands are resampled with ``core.sensor.band_resampling_matrix`` (its bad bands dropped), its
+    brightness is matched to the primary scenes' (99th percentile equal to ``reference_level``: a file's
+    units - radiance counts, reflectance x 10000 - say nothing about the scene), then the pair is simulated
+    with the primary sensor's response and PSF, as for the primary scenes.  They are sampled, never used
+    for statistics (``window=True``).  Why: the 31-band case has one scene on disk; airborne cubes that
+    cover 400-700 nm add materials and edges it lacks.
+    """
+    sensor = sensor_module()
+    out = []
+    for n, p in enumerate(paths):
+        cube = load_cube(p)
+        if cube.wavelengths is None:
+            raise ValueError(f"{p}: extra_hsi needs band wavelengths in the file")
+        good = _good_band_index(cube)
+        w = sensor.band_resampling_matrix(np.asarray(cube.wavelengths)[good], wavelengths,
+                                          None if cube.fwhm is None else np.asarray(cube.fwhm)[good], fwhm)
+        data = cube.data[good]
+        h, wd = (data.shape[1] // scale) * scale, (data.shape[2] // scale) * scale
+        ref = np.einsum("tb,bij->tij", w, data[:, :h, :wd]).astype(np.float32)
+        valid = np.isfinite(ref).all(axis=0)
+        level = float(np.percentile(ref[:, valid], 99)) if valid.any() else 0.0
+        if level <= 0:
+            raise ValueError(f"{p}: no valid pixels with positive values after band resampling")
+        ref *= reference_level / level
+        filled = np.where(np.isfinite(ref), ref, np.nanmean(ref, axis=(1, 2), keepdims=True)).astype(np.float32)
+        lr, msi = sensor.simulate_pair(filled, scale, srf, psf=psf, snr_db=snr_db, seed=seed + n)
+        lr, msi = np.asarray(lr, np.float32), np.asarray(msi, np.float32)
+        out.append(Scene(filled, base_image(lr, msi, scale, base, psf_sigma), msi, lr, valid, window=True))
+    return out
+
+
+def _holdout_mask(shape, *regions) -> np.ndarray:
+    """``(H, W)`` bool, False inside each ``[row, col, size]`` square (``None`` entries are skipped)."""
     keep = np.ones(shape, bool)
-    if region:
-        r, c, size = (int(v) for v in region)
-        keep[r : r + size, c : c + size] = False
+    for region in regions:
+        if region:
+            r, c, size = (int(v) for v in region)
+            keep[r : r + size, c : c + size] = False
     return keep
 
 
@@ -255,9 +349,12 @@ def build_data(cfg: dict, seed: int = 0) -> DataBundle:
     ``scale``, ``srf`` (sensor name or CSV path; supervised only, optional for self-supervised),
     ``msi_bands`` (band names to keep, optional), ``psf_sigma`` (null = FWHM of ``scale``),
     ``snr_db`` (noise of the simulated pair, null = none), ``base_windows`` (extra random sub-windows per
-    scene whose base is recomputed on the window, for bases other than bicubic; 0 = none), ``val_region`` (``[row, col, size]`` on
+    scene whose base is recomputed on the window, for bases other than bicubic; 0 = none), ``spectral_augment``
+    (extra recoloured sub-windows per scene, see ``_spectral_copies``; 0 = none), ``extra_hsi`` (cubes of other
+    sensors resampled onto the first scene's bands, see ``_extra_scenes``), ``val_region`` (``[row, col, size]`` on
     the reference grid of the first scene - for self-supervised that is the real LR-HSI's grid -
-    held out from training; null = none).  Scenes are held in memory.
+    held out from training and used for validation; null = none), ``exclude`` (more such squares, held out
+    from training but not validated on: a benchmark crop when ``val_region`` selects among checkpoints).  Scenes are held in memory.
     """
     mode = cfg.get("mode", "supervised")
     scale = int(cfg["scale"])
@@ -266,6 +363,7 @@ def build_data(cfg: dict, seed: int = 0) -> DataBundle:
     sensor = sensor_module()
     psf = np.asarray(sensor.gaussian_psf(scale, sigma=psf_sigma), dtype=np.float32)
     val_region = cfg.get("val_region")
+    exclude = [list(e) for e in cfg.get("exclude") or []]
     base = cfg.get("base") or "bicubic"  # the conditioning image (core.conditioning)
     scenes, val = [], None
     srf = None
@@ -295,7 +393,7 @@ def build_data(cfg: dict, seed: int = 0) -> DataBundle:
             lr = np.asarray(lr, np.float32)
             msi = np.asarray(msi, np.float32)
             lr_up = base_image(lr, msi, scale, base, psf_sigma)
-            keep = _holdout_mask((h, w), val_region if n == 0 else None)
+            keep = _holdout_mask((h, w), *([val_region, *exclude] if n == 0 else []))
             if n == 0 and val_region:
                 r, c, size = (int(v) for v in val_region)
                 if r % scale or c % scale or size % scale:
@@ -330,7 +428,7 @@ def build_data(cfg: dict, seed: int = 0) -> DataBundle:
         lr = np.asarray(sensor.degrade_spatial(y, scale, psf=psf), np.float32)
         msi = np.asarray(sensor.degrade_spatial(x, scale, psf=psf), np.float32)
         lr_up = base_image(lr, msi, scale, base, psf_sigma)
-        valid = y_valid & x_valid_lr & _holdout_mask((hy, wy), val_region)
+        valid = y_valid & x_valid_lr & _holdout_mask((hy, wy), val_region, *exclude)
         if val_region:
             r, c, size = (int(v) for v in val_region)
             sl = (slice(None), slice(r, r + size), slice(c, c + size))
@@ -340,10 +438,24 @@ def build_data(cfg: dict, seed: int = 0) -> DataBundle:
     else:
         raise ValueError(f"unknown data mode {mode!r}")
 
+    extra_paths = cfg.get("extra_hsi") or []
+    if extra_paths and (mode != "supervised" or wavelengths is None):
+        raise ValueError("extra_hsi needs reference cubes with wavelengths (data.mode: supervised)")
+    level = float(np.percentile(np.concatenate([sc.ref[:, sc.valid].ravel() for sc in scenes]), 99)) if extra_paths else 1.0
+    others = _extra_scenes(list(extra_paths), wavelengths, fwhm, level, scale, srf, psf, base, psf_sigma, cfg.get("snr_db"),
+                           seed + 500)
+
     # Sub-window copies with their own base; a bicubic base is local, so its windows would be plain crops.
     n_windows = int(cfg.get("base_windows") or 0) if base != "bicubic" else 0
-    extra = [w for n, sc in enumerate(scenes) for w in _window_scenes(sc, np.random.default_rng(seed + 1000 + n), n_windows, scale,
-                                                                         base, psf_sigma)]
+    windows = [w for n, sc in enumerate(scenes + others) for w in _window_scenes(sc, np.random.default_rng(seed + 1000 + n), n_windows,
+                                                                          scale, base, psf_sigma)]
+    n_spectral = int(cfg.get("spectral_augment") or 0)
+    if n_spectral and (mode != "supervised" or wavelengths is None):
+        raise ValueError("spectral_augment needs reference cubes with wavelengths (data.mode: supervised)")
+    recoloured = [c for n, sc in enumerate(scenes + others) for c in _spectral_copies(
+        sc, np.random.default_rng(seed + 2000 + n), n_spectral, scale, srf, psf, wavelengths, base, psf_sigma,
+        cfg.get("snr_db"), seed + 3000 + 100 * n)]
+    extra = others + windows + recoloured
 
     ref_pixels = np.concatenate([s.ref[:, s.valid] for s in scenes], axis=1)[:, :, None]
     msi_pixels = np.concatenate([s.msi[:, s.valid] for s in scenes], axis=1)[:, :, None]
@@ -356,10 +468,13 @@ def build_data(cfg: dict, seed: int = 0) -> DataBundle:
         "srf": cfg.get("srf"),
         "snr_db": cfg.get("snr_db"),
         "val_region": val_region,
+        "exclude": exclude,
         "input_bands": input_bands,  # the sensor's band count; band_indices are the bands used
         "base": base,
         "train_pixels": int(sum(s.valid.sum() for s in scenes)),
-        "base_windows": len(extra),
+        "extra_hsi": [str(p) for p in extra_paths],
+        "base_windows": len(windows),
+        "spectral_augment": len(recoloured),
     }
     return DataBundle(
         scenes=scenes + extra,

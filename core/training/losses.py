@@ -1,6 +1,6 @@
 """Training losses of HSR-Diff and the torch sensor degradation ``D`` they use.
 
-``loss = L1(Z0_hat, Z0) + w_msi * L1(R Z0_hat, X) + w_lr * L1(D(Z0_hat), Y) + w_sam * SAM(Z0_hat, Z0)``
+``loss = L1_w(Z0_hat, Z0) + w_msi * L1(R Z0_hat, X) + w_lr * L1(D(Z0_hat), Y) + w_sam * SAM(Z0_hat, Z0)``
 
 Units: all three terms are measured in *normalised* units, each in the normalisation of the
 quantity compared (HSI normalisation for ``Z0`` and ``Y``, MSI normalisation for ``X``), so the
@@ -8,6 +8,9 @@ terms are commensurate and the weights are unit-free.  The operators are applied
 units, where they are defined: ``Z0_hat`` is de-normalised, degraded (``R`` is a per-pixel matrix
 product, ``D`` a PSF blur + decimation), then re-normalised.  (``D`` commutes with the per-band
 affine normalisation because the PSF sums to one, ``R`` does not, hence the round trip.)
+
+``L1_w`` is the L1 on ``Z0`` with optional per-band weights (``loss.band_weighting: residual``, see
+``band_weights_from_residual``; equal weights by default).
 
 The spectral-angle term is the mean angle (radians) between the physical spectra of ``Z0_hat`` and
 ``Z0`` per pixel, smoothed near zero (``sqrt(2 (1 - cos) + 1e-8)``: the angle to first order, with a
@@ -25,7 +28,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
-__all__ = ["degrade_spatial_torch", "spectral_torch", "spectral_angle_torch", "HSRLoss"]
+__all__ = ["degrade_spatial_torch", "spectral_torch", "spectral_angle_torch", "band_weights_from_residual", "HSRLoss"]
 
 
 def degrade_spatial_torch(x: torch.Tensor, scale: int, psf: torch.Tensor) -> torch.Tensor:
@@ -53,6 +56,19 @@ def spectral_angle_torch(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-8) ->
     return torch.sqrt(2.0 * (1.0 - cos.clamp(-1.0, 1.0)) + eps).mean()
 
 
+def band_weights_from_residual(rms: np.ndarray, clip: float = 5.0) -> np.ndarray:
+    """``(bands,)`` L1 weights ``1 / rms_b``, clipped to ``[1/clip, clip]`` times their median, then scaled to mean 1.
+
+    ``rms``: the base's per-band residual RMS on the training pixels.  Why: the benchmark's PSNR is a mean
+    of per-band log errors, so a band whose base is already good loses as many dB to a small wrong
+    correction as a poor band gains from a large right one; weighting each band's L1 by the inverse of its
+    residual makes the loss count relative errors, as that PSNR (and ERGAS) do.
+    """
+    w = 1.0 / np.maximum(np.asarray(rms, np.float64), 1e-12)
+    w = np.clip(w / np.median(w), 1.0 / clip, clip)
+    return w / w.mean()
+
+
 class HSRLoss(nn.Module):
     """The HSR-Diff training loss (see the module docstring); returns ``(total, parts dict)``."""
 
@@ -66,8 +82,12 @@ class HSRLoss(nn.Module):
         w_msi: float = 0.0,
         w_lr: float = 0.0,
         w_sam: float = 0.0,
+        band_weights: np.ndarray | None = None,
     ):
         super().__init__()
+        # Per-band weights of the L1 on Z0 (mean 1); None = equal.  See ``band_weights_from_residual``.
+        bw = np.ones(1) if band_weights is None else np.asarray(band_weights, np.float64) / np.mean(band_weights)
+        self.register_buffer("band_w", torch.as_tensor(bw, dtype=torch.float32).reshape(1, -1, 1, 1))
         self.scale = int(scale)
         self.w_msi = float(w_msi) if srf is not None else 0.0
         self.w_lr = float(w_lr) if psf is not None else 0.0
@@ -81,9 +101,10 @@ class HSRLoss(nn.Module):
 
     def forward(self, x0_hat: torch.Tensor, x0: torch.Tensor, msi: torch.Tensor | None = None, lr: torch.Tensor | None = None):
         x0_hat = x0_hat.float()
-        rec = F.l1_loss(x0_hat, x0)
-        parts = {"l1": rec.detach()}
-        total = rec
+        err = (x0_hat - x0).abs()
+        rec = err.mean()
+        parts = {"l1": rec.detach()}  # unweighted, comparable with the base's L1
+        total = (err * self.band_w).mean()
         if self.w_msi > 0 or self.w_lr > 0 or self.w_sam > 0:
             phys = x0_hat * self.h_scale + self.h_off
         if self.w_sam > 0:

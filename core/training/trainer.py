@@ -35,7 +35,7 @@ from core.schedule import NoiseSchedule
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .data import DataBundle, build_data
 from .distributed import DistContext, init_distributed, replicas_identical
-from .losses import HSRLoss
+from .losses import HSRLoss, band_weights_from_residual
 from .sampler import sample
 
 __all__ = ["DEFAULTS", "merge_config", "apply_overrides", "Trainer", "train", "lr_at", "EMA"]
@@ -214,8 +214,13 @@ class Trainer:
             set_rng_state(st["rng"], self.np_rng)
             self.noise_gen.set_state(torch.from_numpy(np.frombuffer(bytes(st["noise_gen"]), dtype=np.uint8).copy()))
             self.log(f"resumed from {ckpt['path']} at step {self.step}")
+        loss_cfg = dict(self.cfg["loss"])
+        weighting = loss_cfg.pop("band_weighting", None) or "none"  # "none" | "residual"
+        if weighting not in ("none", "residual"):
+            raise ValueError(f"loss.band_weighting must be 'none' or 'residual', got {weighting!r}")
+        band_w = band_weights_from_residual(self.data.band_residual_rms()) if weighting == "residual" else None
         self.loss_fn = HSRLoss(
-            self.data.scale, self.data.psf, self.data.srf, self.data.hsi_norm, self.data.msi_norm, **self.cfg["loss"]
+            self.data.scale, self.data.psf, self.data.srf, self.data.hsi_norm, self.data.msi_norm, band_weights=band_w, **loss_cfg
         ).to(self.device)
         self.net = self.model
         if self.ctx.enabled:
