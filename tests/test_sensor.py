@@ -242,3 +242,8 @@ def test_band_resampling_matrix_reproduces_smooth_spectra_and_refuses_extrapolat
     assert np.all(wb[:, bad] == 0) and np.allclose(wb.sum(axis=1), 1.0)
     with pytest.raises(ValueError, match="outside the source bands"):
         band_resampling_matrix(np.arange(418.0, 2450.0, 8.0), dst)  # EnMAP starts at 418 nm: no 400-410 nm
+    # two spectrometers listed out of order with an overlap (as AVIRIS near 660 nm): widths from sorted spacing
+    src2 = np.concatenate([np.arange(366.0, 668.0, 9.7), np.arange(655.5, 1000.0, 9.8)])
+    w2 = band_resampling_matrix(src2, dst)
+    np.testing.assert_allclose(w2 @ (0.3 + 0.1 * np.sin(src2 / 40.0)), 0.3 + 0.1 * np.sin(dst / 40.0), rtol=0.02)
+    assert np.count_nonzero(w2[dst == 660.0] > 0.05) >= 3  # the 660 nm band draws on several neighbours, not one

@@ -1,6 +1,9 @@
 """Print a run's validation curve, pick the best checkpoint (core.training.selection) and export it to ONNX.
 
-    python tools/select_checkpoint.py runs/cpu_sel/cave_x4 [--export models/hsrdiff_cave_x4.onnx]
+    python tools/select_checkpoint.py runs/cpu_sel/cave_x4 [--export /tmp/selected_cave_x4.onnx]
+
+A selection run trains on part of the data only: the shipped model is the same recipe trained again on all
+training pixels to the chosen step (``tools/train_bundled.py --stop-at N``; models/README.md).
 
 Exits 1 when no validated checkpoint beats the conditioning base on both PSNR and SAM.
 """

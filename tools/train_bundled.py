@@ -49,7 +49,7 @@ def make_npz(out_dir: Path) -> None:
     for cfg_path in sorted((ROOT / "configs" / "bundled").glob("[!_]*.yaml")):
         cfg = load_case(cfg_path.stem, [])
         paths = cfg["data"]["hsi"] if isinstance(cfg["data"]["hsi"], list) else [cfg["data"]["hsi"]]
-        for p in paths:
+        for p in paths + list(cfg["data"].get("extra_hsi") or []):
             if p in seen:
                 continue
             seen.add(p)
@@ -107,6 +107,8 @@ def main() -> int:
     cfg = load_case(args.case, args.overrides)
     if args.data_dir:
         cfg["data"]["hsi"] = to_npz(cfg["data"]["hsi"], Path(args.data_dir))
+        if cfg["data"].get("extra_hsi"):
+            cfg["data"]["extra_hsi"] = to_npz(list(cfg["data"]["extra_hsi"]), Path(args.data_dir))
     out = Path(args.out) / args.case
     cfg["run_dir"] = str(out)
 
@@ -159,11 +161,13 @@ def train(cfg: dict, out: Path, log, t_stage: list[float], budget_s: float | Non
     tr = Trainer(cfg, log=log)
     val = tr.run(max_steps=stop_at or None)
     if stop_at and tr.step < total:
-        val = tr.validate() if tr.validation.get("step") != tr.step else tr.validation
+        if tr.validation.get("step") != tr.step:
+            tr.log_validation(tr.validate())
+        val = tr.validation
         tr.save()
         log(f"stopped at step {tr.step} of {total} (--stop-at)")
     wall = time.time() - t0
-    summary = {"case": cfg["name"], "steps": total, "stages": stages, "wall_s": round(wall, 1), "validation": val,
+    summary = {"case": cfg["name"], "steps": tr.step, "planned_steps": total, "stages": stages, "wall_s": round(wall, 1), "validation": val,
                "probe_s_per_step": t_stage}
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     log(f"done in {wall:.0f} s: {json.dumps(val)}")

@@ -157,7 +157,12 @@ def band_resampling_matrix(src_nm, dst_nm, src_fwhm=None, dst_fwhm=None, valid_b
     Raises ``ValueError`` when a target centre lies outside the valid source range (no extrapolation).
     """
     def widths(centres, fwhm):
-        spacing = np.abs(np.gradient(centres)) if centres.size > 1 else np.full(centres.shape, 10.0)
+        # spacing on the sorted centres: some sensors list overlapping spectrometers out of order (AVIRIS near 660 nm)
+        spacing = np.full(centres.shape, 10.0)
+        if centres.size > 1:
+            order = np.argsort(centres, kind="stable")
+            spacing[order] = np.abs(np.gradient(centres[order]))
+            spacing = np.where(spacing > 0, spacing, np.median(spacing[spacing > 0]) if (spacing > 0).any() else 10.0)
         f = spacing if fwhm is None else np.asarray(fwhm, dtype=np.float64).ravel()
         return np.where(np.isfinite(f) & (f > 0), f, spacing) * FWHM_TO_SIGMA
 

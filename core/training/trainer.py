@@ -383,9 +383,16 @@ class Trainer:
                 raise RuntimeError("DDP replicas diverged")
         if self.step >= total and self.ctx.is_main:
             if every_val and self.data.val is not None and self.validation.get("step") != self.step:
-                self.validate()
+                self.log_validation(self.validate())
             self.save()
         return self.validation
+
+    def log_validation(self, v: dict) -> None:
+        """Append a ``{"val": ...}`` record to ``run_dir/log.jsonl`` (read by ``core.training.selection``)."""
+        if v and self.ctx.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            with open(self.run_dir / "log.jsonl", "a") as f:
+                f.write(json.dumps({"val": v}) + "\n")
 
 
 def train(cfg: dict, resume: bool = False, ctx: DistContext | None = None, max_steps: int | None = None) -> Trainer:
