@@ -190,8 +190,8 @@ class DataBundle:
     def describe(self) -> dict:
         return dict(self.description, band_indices=self.band_indices)
 
-    def band_residual_rms(self) -> np.ndarray:
-        """``(bands,)`` RMS of ``z0 - lr_up`` per band over the training pixels, normalised units."""
+    def _residual_sums(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per band: sum of squares and count of finite ``z0 - lr_up`` over the training pixels (normalised units)."""
         total, count = np.zeros(self.hsi_bands), np.zeros(self.hsi_bands)
         for sc in self.scenes:
             if sc.window:
@@ -200,20 +200,17 @@ class DataBundle:
             ok = np.isfinite(d)
             total += np.square(np.where(ok, d, 0.0)).sum(axis=1)
             count += ok.sum(axis=1)
+        return total, count
+
+    def band_residual_rms(self) -> np.ndarray:
+        """``(bands,)`` RMS of ``z0 - lr_up`` per band over the training pixels, normalised units."""
+        total, count = self._residual_sums()
         return np.sqrt(total / np.maximum(count, 1))
 
     def residual_rms(self) -> float:
         """RMS of ``z0 - lr_up`` (reference minus conditioning base) over the training pixels, normalised units."""
-        total, count = 0.0, 0
-        for sc in self.scenes:
-            if sc.window:
-                continue
-            d = self.hsi_norm.apply(sc.ref) - self.hsi_norm.apply(sc.lr_up)
-            d = d[:, sc.valid]
-            d = d[np.isfinite(d)]
-            total += float(np.sum(d.astype(np.float64) ** 2))
-            count += d.size
-        return float(np.sqrt(total / count)) if count else 1.0
+        total, count = self._residual_sums()
+        return float(np.sqrt(total.sum() / count.sum())) if count.sum() else 1.0
 
 
 def _good_band_index(cube: Cube) -> np.ndarray:
@@ -221,6 +218,29 @@ def _good_band_index(cube: Cube) -> np.ndarray:
     # a band with no finite pixel at all is unusable too
     good &= np.isfinite(cube.data).reshape(cube.data.shape[0], -1).any(axis=1)
     return np.flatnonzero(good)
+
+
+def _fill_nodata(cube: np.ndarray) -> np.ndarray:
+    """``cube`` ``(b, H, W)`` float32 with NaNs replaced by their band's mean (those pixels are masked, not trained on)."""
+    return np.where(np.isfinite(cube), cube, np.nanmean(cube, axis=(1, 2), keepdims=True)).astype(np.float32)
+
+
+def _random_window(rng: np.random.Generator, shape: tuple[int, int], scale: int, min_div: int) -> tuple[int, int, int, int]:
+    """``(row, col, rows, cols)`` of a random window on the LR grid, each side ``1/min_div`` to all of ``shape``'s."""
+    h, w = shape
+    hh = int(rng.integers(max(1, -(-h // (min_div * scale))), h // scale + 1)) * scale
+    ww = int(rng.integers(max(1, -(-w // (min_div * scale))), w // scale + 1)) * scale
+    r = int(rng.integers(0, (h - hh) // scale + 1)) * scale
+    c = int(rng.integers(0, (w - ww) // scale + 1)) * scale
+    return r, c, hh, ww
+
+
+def _simulated_scene(ref: np.ndarray, valid: np.ndarray, scale: int, srf: np.ndarray, psf: np.ndarray, base: str, psf_sigma,
+                     snr_db, seed: int, window: bool = False) -> Scene:
+    """A ``Scene`` from a reference ``(b, H, W)``: the LR-HSI and MSI simulated from it, then its conditioning base."""
+    lr, msi = sensor_module().simulate_pair(ref, scale, srf, psf=psf, snr_db=snr_db, seed=seed)
+    lr, msi = np.asarray(lr, np.float32), np.asarray(msi, np.float32)
+    return Scene(ref, base_image(lr, msi, scale, base, psf_sigma), msi, lr, valid, window=window)
 
 
 def _window_scenes(sc: Scene, rng: np.random.Generator, count: int, scale: int, base: str, psf_sigma) -> list[Scene]:
@@ -232,15 +252,11 @@ def _window_scenes(sc: Scene, rng: np.random.Generator, count: int, scale: int, 
     base on whatever area the user gives; training on whole-scene bases only teaches corrections of
     one extent's errors, which do not transfer (measured on the CAVE held-out quadrant).
     """
-    h, w = sc.valid.shape
     out = []
     for _ in range(100 * max(count, 0)):
         if len(out) == count:
             break
-        hh = int(rng.integers(-(-h // (2 * scale)), h // scale + 1)) * scale
-        ww = int(rng.integers(-(-w // (2 * scale)), w // scale + 1)) * scale
-        r = int(rng.integers(0, (h - hh) // scale + 1)) * scale
-        c = int(rng.integers(0, (w - ww) // scale + 1)) * scale
+        r, c, hh, ww = _random_window(rng, sc.valid.shape, scale, 2)
         valid = sc.valid[r : r + hh, c : c + ww]
         if valid.mean() < 0.5:
             continue
@@ -278,21 +294,16 @@ def _spectral_copies(sc: Scene, rng: np.random.Generator, count: int, scale: int
     Why: one CAVE scene has a handful of object colours; corrections learned on them did not transfer to
     the held-out quadrant's other colours.
     """
-    h, w = sc.valid.shape
     out = []
     for _ in range(200 * max(count, 0)):
         if len(out) == count:
             break
-        hh = int(rng.integers(max(1, -(-h // (4 * scale))), h // scale + 1)) * scale
-        ww = int(rng.integers(max(1, -(-w // (4 * scale))), w // scale + 1)) * scale
-        r = int(rng.integers(0, (h - hh) // scale + 1)) * scale
-        c = int(rng.integers(0, (w - ww) // scale + 1)) * scale
+        r, c, hh, ww = _random_window(rng, sc.valid.shape, scale, 4)
         if not sc.valid[r : r + hh, c : c + ww].all():
             continue
         ref = sc.ref[:, r : r + hh, c : c + ww] * random_spectral_gain(wavelengths, rng)[:, None, None]
-        lr, msi = sensor_module().simulate_pair(ref, scale, srf, psf=psf, snr_db=snr_db, seed=seed + len(out))
-        lr, msi = np.asarray(lr, np.float32), np.asarray(msi, np.float32)
-        out.append(Scene(ref, base_image(lr, msi, scale, base, psf_sigma), msi, lr, np.ones((hh, ww), bool), window=True))
+        out.append(_simulated_scene(ref, np.ones((hh, ww), bool), scale, srf, psf, base, psf_sigma, snr_db, seed + len(out),
+                                    window=True))
     return out
 
 
@@ -324,10 +335,7 @@ def _extra_scenes(paths: list, wavelengths: np.ndarray, fwhm, reference_level: f
         if level <= 0:
             raise ValueError(f"{p}: no valid pixels with positive values after band resampling")
         ref *= reference_level / level
-        filled = np.where(np.isfinite(ref), ref, np.nanmean(ref, axis=(1, 2), keepdims=True)).astype(np.float32)
-        lr, msi = sensor.simulate_pair(filled, scale, srf, psf=psf, snr_db=snr_db, seed=seed + n)
-        lr, msi = np.asarray(lr, np.float32), np.asarray(msi, np.float32)
-        out.append(Scene(filled, base_image(lr, msi, scale, base, psf_sigma), msi, lr, valid, window=True))
+        out.append(_simulated_scene(_fill_nodata(ref), valid, scale, srf, psf, base, psf_sigma, snr_db, seed + n, window=True))
     return out
 
 
@@ -387,13 +395,10 @@ def build_data(cfg: dict, seed: int = 0) -> DataBundle:
             ref = cube.data[idx]
             h, w = (ref.shape[1] // scale) * scale, (ref.shape[2] // scale) * scale
             ref = ref[:, :h, :w]
-            valid = np.isfinite(ref).all(axis=0)
-            filled = np.where(np.isfinite(ref), ref, np.nanmean(ref, axis=(1, 2), keepdims=True)).astype(np.float32)
-            lr, msi = sensor.simulate_pair(filled, scale, srf, psf=psf, snr_db=cfg.get("snr_db"), seed=seed + n)
-            lr = np.asarray(lr, np.float32)
-            msi = np.asarray(msi, np.float32)
-            lr_up = base_image(lr, msi, scale, base, psf_sigma)
             keep = _holdout_mask((h, w), *([val_region, *exclude] if n == 0 else []))
+            sc = _simulated_scene(_fill_nodata(ref), np.isfinite(ref).all(axis=0) & keep, scale, srf, psf, base, psf_sigma,
+                                  cfg.get("snr_db"), seed + n)
+            lr, msi = sc.lr, sc.msi
             if n == 0 and val_region:
                 r, c, size = (int(v) for v in val_region)
                 if r % scale or c % scale or size % scale:
@@ -403,7 +408,7 @@ def build_data(cfg: dict, seed: int = 0) -> DataBundle:
                 # The base of the held-out crop is computed on the crop, as inference on that crop computes it.
                 val = {"ref": ref[sl], "lr_up": base_image(lr[lr_sl], msi[sl], scale, base, psf_sigma), "msi": msi[sl],
                        "lr": lr[lr_sl]}
-            scenes.append(Scene(filled, lr_up, msi, lr, valid & keep))
+            scenes.append(sc)
     elif mode == "self_supervised":
         if len(paths) != 1 or not cfg.get("msi"):
             raise ValueError("self_supervised needs one 'hsi' (the real LR-HSI) and one 'msi' (the real HR-MSI)")
@@ -423,8 +428,7 @@ def build_data(cfg: dict, seed: int = 0) -> DataBundle:
         y_valid = np.isfinite(y).all(axis=0)
         x_valid = np.isfinite(x).all(axis=0) & (np.abs(x).sum(axis=0) > 0)  # black no-data patches
         x_valid_lr = x_valid.reshape(hy, scale, wy, scale).all(axis=(1, 3))
-        fill = lambda a: np.where(np.isfinite(a), a, np.nanmean(a, axis=(1, 2), keepdims=True)).astype(np.float32)  # noqa: E731
-        y, x = fill(y), fill(x)
+        y, x = _fill_nodata(y), _fill_nodata(x)
         lr = np.asarray(sensor.degrade_spatial(y, scale, psf=psf), np.float32)
         msi = np.asarray(sensor.degrade_spatial(x, scale, psf=psf), np.float32)
         lr_up = base_image(lr, msi, scale, base, psf_sigma)
@@ -439,8 +443,10 @@ def build_data(cfg: dict, seed: int = 0) -> DataBundle:
         raise ValueError(f"unknown data mode {mode!r}")
 
     extra_paths = cfg.get("extra_hsi") or []
-    if extra_paths and (mode != "supervised" or wavelengths is None):
-        raise ValueError("extra_hsi needs reference cubes with wavelengths (data.mode: supervised)")
+    n_spectral = int(cfg.get("spectral_augment") or 0)
+    for key, used in (("extra_hsi", extra_paths), ("spectral_augment", n_spectral)):
+        if used and (mode != "supervised" or wavelengths is None):
+            raise ValueError(f"{key} needs reference cubes with wavelengths (data.mode: supervised)")
     level = float(np.percentile(np.concatenate([sc.ref[:, sc.valid].ravel() for sc in scenes]), 99)) if extra_paths else 1.0
     others = _extra_scenes(list(extra_paths), wavelengths, fwhm, level, scale, srf, psf, base, psf_sigma, cfg.get("snr_db"),
                            seed + 500)
@@ -449,9 +455,6 @@ def build_data(cfg: dict, seed: int = 0) -> DataBundle:
     n_windows = int(cfg.get("base_windows") or 0) if base != "bicubic" else 0
     windows = [w for n, sc in enumerate(scenes + others) for w in _window_scenes(sc, np.random.default_rng(seed + 1000 + n), n_windows,
                                                                           scale, base, psf_sigma)]
-    n_spectral = int(cfg.get("spectral_augment") or 0)
-    if n_spectral and (mode != "supervised" or wavelengths is None):
-        raise ValueError("spectral_augment needs reference cubes with wavelengths (data.mode: supervised)")
     recoloured = [c for n, sc in enumerate(scenes + others) for c in _spectral_copies(
         sc, np.random.default_rng(seed + 2000 + n), n_spectral, scale, srf, psf, wavelengths, base, psf_sigma,
         cfg.get("snr_db"), seed + 3000 + 100 * n)]

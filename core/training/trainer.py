@@ -368,9 +368,7 @@ class Trainer:
                     if v:
                         self.log(f"  val step {self.step}: PSNR {v['psnr']:.2f} dB SAM {v['sam']:.2f} deg "
                                  f"(bicubic {v['bicubic_psnr']:.2f} dB / {v['bicubic_sam']:.2f} deg) [{v['seconds']} s]")
-                        if logf:
-                            logf.write(json.dumps({"val": v}) + "\n")
-                            logf.flush()
+                        self.log_validation(v)
                 if every_ckpt and self.step % every_ckpt == 0:
                     self.save()
         finally:
