@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from bench.scenes import SCENES
+from core.training.data import extra_hsi_source
 from tools.train_bundled import load_case
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,5 +33,5 @@ def test_bundled_config_holds_out_every_benchmark_crop_of_its_files(case):
         assert inside, f"{case}: benchmark crop {s.name} rows {s.rows} cols {s.cols} is not held out by {_squares(data)}"
     # cubes of other sensors are whole files: none may hold a benchmark crop
     held_files = {s.file for s in SCENES if s.held_out}
-    assert not {Path(p).name for p in data.get("extra_hsi") or []} & held_files
+    assert not {Path(extra_hsi_source(p)[0]).name for p in data.get("extra_hsi") or []} & held_files
 

@@ -375,6 +375,29 @@ def test_extra_hsi_scenes_are_resampled_simulated_and_left_out_of_statistics(cav
         build_data(dict(cfg, extra_hsi=[str(shared_data / "enmap_potsdam_north.tif")]), seed=0)
 
 
+def test_extra_hsi_without_wavelengths_takes_a_nominal_range(cave_npz, shared_data):
+    """The Houston CASI cube has no band wavelengths: a config entry gives its range (48 bands, 380-1050 nm)."""
+    cfg = dict(_cfg(cave_npz, "unused")["data"], base="mtf_glp_hs")
+    houston = str(shared_data / "houston2018_hs.tif")
+    with pytest.raises(ValueError, match="houston2018_hs.tif: extra_hsi needs band wavelengths"):
+        build_data(dict(cfg, extra_hsi=[houston]), seed=0)
+    with pytest.raises(ValueError, match="not both"):  # a range never overrides a file's own wavelengths
+        build_data(dict(cfg, extra_hsi=[{"path": str(shared_data / "casi_gulfport.tif"), "wavelength_range": [368, 1043]}]))
+    with pytest.raises(ValueError, match="first < last"):
+        build_data(dict(cfg, extra_hsi=[{"path": houston, "wavelength_range": [1050, 380]}]))
+    data = build_data(dict(cfg, extra_hsi=[{"path": houston, "wavelength_range": [380, 1050]}]), seed=0)
+    assert data.description["extra_hsi"] == [houston] and data.scenes[1].ref.shape == (31, 128, 128)
+    # resampled with centres every 670/47 nm: the 400-700 nm CAVE bands are weighted sums of Houston bands 2-24
+    from core.raster_io import read_raster
+
+    cube, _ = read_raster(houston)
+    wl = np.linspace(380, 1050, 48)
+    w = sensor.band_resampling_matrix(wl, data.wavelengths, None, data.fwhm)
+    expected = np.einsum("tb,bij->tij", w, cube)
+    expected *= np.percentile(data.scenes[1].ref, 99) / np.percentile(expected, 99)
+    np.testing.assert_allclose(data.scenes[1].ref, expected, rtol=1e-4, atol=1e-6 * expected.max())
+
+
 def test_band_weighting_counts_relative_errors(cave_npz, tmp_path):
     from core.training.losses import band_weights_from_residual
 

@@ -33,9 +33,11 @@ def load_case(case: str, overrides: list[str]) -> dict:
     return apply_overrides(merge_config(merge_config(DEFAULTS, common), own), overrides)
 
 
-def to_npz(paths, data_dir: Path) -> list[str]:
+def to_npz(paths, data_dir: Path) -> list:
+    """The ``.npz`` copies in ``data_dir`` of ``paths`` (a path, or a list of paths or ``extra_hsi`` entries)."""
     paths = paths if isinstance(paths, list) else [paths]
-    return [str(data_dir / (Path(p).stem + ".npz")) for p in paths]
+    return [dict(p, path=str(data_dir / (Path(p["path"]).stem + ".npz"))) if isinstance(p, dict)
+            else str(data_dir / (Path(p).stem + ".npz")) for p in paths]
 
 
 def make_npz(out_dir: Path) -> None:
@@ -43,13 +45,14 @@ def make_npz(out_dir: Path) -> None:
     import numpy as np
 
     from core.raster_io import read_raster
+    from core.training.data import extra_hsi_source
 
     out_dir.mkdir(parents=True, exist_ok=True)
     seen = set()
     for cfg_path in sorted((ROOT / "configs" / "bundled").glob("[!_]*.yaml")):
         cfg = load_case(cfg_path.stem, [])
         paths = cfg["data"]["hsi"] if isinstance(cfg["data"]["hsi"], list) else [cfg["data"]["hsi"]]
-        for p in paths + list(cfg["data"].get("extra_hsi") or []):
+        for p in paths + [extra_hsi_source(e)[0] for e in cfg["data"].get("extra_hsi") or []]:
             if p in seen:
                 continue
             seen.add(p)

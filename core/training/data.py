@@ -307,6 +307,20 @@ def _spectral_copies(sc: Scene, rng: np.random.Generator, count: int, scale: int
     return out
 
 
+def extra_hsi_source(item) -> tuple[str, list | None]:
+    """``(path, wavelength_range)`` of one ``data.extra_hsi`` entry: a path, or ``{path, wavelength_range}`` for a
+    file without band wavelengths (``[first_nm, last_nm]``, centres evenly spaced)."""
+    if isinstance(item, dict):
+        unknown = set(item) - {"path", "wavelength_range"}
+        if "path" not in item or unknown:
+            raise ValueError(f"extra_hsi entry {item!r}: expected keys path and wavelength_range")
+        rng = item.get("wavelength_range")
+        if rng is not None and (len(rng) != 2 or not float(rng[0]) < float(rng[1])):
+            raise ValueError(f"extra_hsi entry {item!r}: wavelength_range must be [first_nm, last_nm], first < last")
+        return str(item["path"]), None if rng is None else [float(v) for v in rng]
+    return str(item), None
+
+
 def _extra_scenes(paths: list, wavelengths: np.ndarray, fwhm, reference_level: float, scale: int, srf: np.ndarray,
                   psf: np.ndarray, base: str, psf_sigma, snr_db, seed: int) -> list[Scene]:
     """Scenes of other sensors (``data.extra_hsi``), resampled onto the first scene's bands, as extra training data.
@@ -320,10 +334,16 @@ def _extra_scenes(paths: list, wavelengths: np.ndarray, fwhm, reference_level: f
     """
     sensor = sensor_module()
     out = []
-    for n, p in enumerate(paths):
+    for n, item in enumerate(paths):
+        p, wl_range = extra_hsi_source(item)
         cube = load_cube(p)
-        if cube.wavelengths is None:
-            raise ValueError(f"{p}: extra_hsi needs band wavelengths in the file")
+        if (cube.wavelengths is None) == (wl_range is None):
+            raise ValueError(f"{p}: extra_hsi needs band wavelengths in the file or a wavelength_range in the config, not both"
+                             if wl_range is not None else f"{p}: extra_hsi needs band wavelengths in the file "
+                             "(or, for a file without them, {path: ..., wavelength_range: [first_nm, last_nm]})")
+        if wl_range is not None:
+            # The sensor's nominal sampling: centres evenly spaced from the first to the last band.
+            cube.wavelengths = np.linspace(float(wl_range[0]), float(wl_range[1]), cube.data.shape[0])
         good = _good_band_index(cube)
         w = sensor.band_resampling_matrix(np.asarray(cube.wavelengths)[good], wavelengths,
                                           None if cube.fwhm is None else np.asarray(cube.fwhm)[good], fwhm)
@@ -475,7 +495,7 @@ def build_data(cfg: dict, seed: int = 0) -> DataBundle:
         "input_bands": input_bands,  # the sensor's band count; band_indices are the bands used
         "base": base,
         "train_pixels": int(sum(s.valid.sum() for s in scenes)),
-        "extra_hsi": [str(p) for p in extra_paths],
+        "extra_hsi": [extra_hsi_source(p)[0] for p in extra_paths],
         "base_windows": len(windows),
         "spectral_augment": len(recoloured),
     }
