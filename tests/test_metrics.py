@@ -123,16 +123,16 @@ def test_paired_block_scores_reproduce_the_metrics_on_every_tile():
     from bench.experiments.paired_blocks import scores, tile_sums
 
     rng = np.random.default_rng(3)
-    ref = rng.uniform(0.1, 1.0, (5, 48, 40))
+    ref = rng.uniform(0.1, 1.0, (5, 50, 40))
     est = ref + rng.normal(0, 0.02, ref.shape)
-    area = (slice(None), slice(0, 48), slice(0, 32))  # 40 cols hold two whole 16 px tiles: the last 8 are dropped
-    t = tile_sums(ref, est, 16)
-    assert t["sse"].shape == (6, 5) and t["angle"].shape == (6,)
-    peaks = ref[area].reshape(5, -1).max(1)  # psnr's own peaks: the reference band maxima of the scored area
+    ref[:, 0, 0] = 0.0  # a zero spectrum: left out of SAM, as metrics.sam does
+    t = tile_sums(ref, est, 16)  # 50 x 40 px: 3 x 2 tiles that cover every pixel
+    assert t["sse"].shape == (6, 5) and t["n"].sum() == 50 * 40 and t["n_angle"].sum() == 50 * 40 - 1
+    peaks = ref.reshape(5, -1).max(1)
     psnr, sam, ergas = scores(t, np.arange(6), peaks, 4)
-    assert psnr == pytest.approx(metrics.psnr(ref[area], est[area]), abs=1e-9)
-    assert sam == pytest.approx(metrics.sam(ref[area], est[area]), abs=1e-9)
-    assert ergas == pytest.approx(metrics.ergas(ref[area], est[area], 4), abs=1e-12)
+    assert psnr == pytest.approx(metrics.psnr(ref, est), abs=1e-9)
+    assert sam == pytest.approx(metrics.sam(ref, est), abs=1e-9)
+    assert ergas == pytest.approx(metrics.ergas(ref, est, 4), abs=1e-12)
     # a resample that repeats one tile scores that tile alone
     one = scores(t, np.array([2, 2, 2]), peaks, 4)
     assert one == pytest.approx(scores(t, np.array([2]), peaks, 4))

@@ -383,8 +383,11 @@ def test_extra_hsi_without_wavelengths_takes_a_nominal_range(cave_npz, shared_da
         build_data(dict(cfg, extra_hsi=[houston]), seed=0)
     with pytest.raises(ValueError, match="not both"):  # a range never overrides a file's own wavelengths
         build_data(dict(cfg, extra_hsi=[{"path": str(shared_data / "casi_gulfport.tif"), "wavelength_range": [368, 1043]}]))
-    with pytest.raises(ValueError, match="first < last"):
-        build_data(dict(cfg, extra_hsi=[{"path": houston, "wavelength_range": [1050, 380]}]))
+    for bad in ([1050, 380], 380, ["a", "b"]):
+        with pytest.raises(ValueError, match="first < last"):
+            build_data(dict(cfg, extra_hsi=[{"path": houston, "wavelength_range": bad}]))
+    with pytest.raises(ValueError, match="houston2018_hs.tif: .*outside the source bands"):  # micrometres, not nm
+        build_data(dict(cfg, extra_hsi=[{"path": houston, "wavelength_range": [0.38, 1.05]}]))
     data = build_data(dict(cfg, extra_hsi=[{"path": houston, "wavelength_range": [380, 1050]}]), seed=0)
     assert data.description["extra_hsi"] == [houston] and data.scenes[1].ref.shape == (31, 128, 128)
     # resampled with centres every 670/47 nm: the 400-700 nm CAVE bands are weighted sums of Houston bands 2-24

@@ -4,11 +4,12 @@
         --model models/hsrdiff_cave_x4.onnx [--baseline mtf_glp_hs] [--block 16] [--out bench/results/paired_cave_x4]
 
 Runs HSR-Diff (the plugin's sampler defaults) and the baseline on the crop exactly as ``bench/quality.py``
-does, cuts the scored area (the same ``scale``-pixel border dropped) into ``block`` x ``block`` tiles, and
+does, cuts the whole scored area (the same ``scale``-pixel border dropped) into tiles of about ``block`` px, and
 bootstraps the tiles (2000 resamples, with replacement) to give a 95 % interval for the difference
 HSR-Diff minus baseline of the crop's PSNR (per-band peaks of the whole crop), SAM and ERGAS. It also
-counts the tiles each method wins. Neighbouring tiles are correlated, so the interval is a lower bound
-on the uncertainty; an interval that excludes 0 says the lead is not one tile's luck, no more.
+counts the tiles where HSR-Diff is better, and where its squared error is lower. Neighbouring tiles are
+correlated, so the interval is a lower bound on the uncertainty; an interval that excludes 0 says the lead
+on the crop is not one tile's luck, no more: it may still come from a minority of tiles.
 Prints a table and writes ``OUT.md``/``OUT.json``.
 """
 
@@ -26,29 +27,40 @@ sys.path.insert(0, str(ROOT))
 
 from bench.quality import METHODS, load_scene  # noqa: E402
 from bench.scenes import SCENES  # noqa: E402
+from core.metrics import ergas, psnr, sam  # noqa: E402
 from core.sensor import default_msi_bands, gaussian_psf, simulate_pair, spectral_response  # noqa: E402
 
 
 def tile_sums(ref: np.ndarray, est: np.ndarray, block: int) -> dict[str, np.ndarray]:
-    """Per-tile sufficient statistics of ``(bands, rows, cols)`` cubes: ``sse`` ``(tiles, bands)``,
-    ``sum_ref`` ``(tiles, bands)``, ``angle`` ``(tiles,)`` (sum of per-pixel spectral angles, rad), ``n`` pixels."""
+    """Per-tile sufficient statistics of ``(bands, rows, cols)`` cubes, tiles of about ``block`` px covering every
+    pixel (``rows // block`` x ``cols // block`` tiles, the remainder spread over them): ``sse`` ``(tiles, bands)``,
+    ``sum_ref`` ``(tiles, bands)``, ``angle`` ``(tiles,)`` (sum of per-pixel spectral angles, rad, over pixels whose
+    spectra are non-zero, as ``core.metrics.sam``), ``n`` and ``n_angle`` ``(tiles,)`` pixel counts."""
     b, h, w = ref.shape
-    th, tw = h // block, w // block
-    r = ref[:, : th * block, : tw * block].reshape(b, th, block, tw, block).transpose(1, 3, 0, 2, 4).reshape(th * tw, b, -1)
-    e = est[:, : th * block, : tw * block].reshape(b, th, block, tw, block).transpose(1, 3, 0, 2, 4).reshape(th * tw, b, -1)
-    r, e = r.astype(np.float64), e.astype(np.float64)
-    cos = (r * e).sum(1) / np.maximum(np.linalg.norm(r, axis=1) * np.linalg.norm(e, axis=1), 1e-12)
-    return {"sse": ((r - e) ** 2).sum(2), "sum_ref": r.sum(2), "angle": np.arccos(np.clip(cos, -1, 1)).sum(1),
-            "n": block * block}
+    ref, est = np.asarray(ref, np.float64), np.asarray(est, np.float64)
+    out = {"sse": [], "sum_ref": [], "angle": [], "n": [], "n_angle": []}
+    for rows in np.array_split(np.arange(h), max(h // block, 1)):
+        for cols in np.array_split(np.arange(w), max(w // block, 1)):
+            r = ref[:, rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1].reshape(b, -1)
+            e = est[:, rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1].reshape(b, -1)
+            nr, ne = np.linalg.norm(r, axis=0), np.linalg.norm(e, axis=0)
+            keep = (nr > 0) & (ne > 0)
+            cos = (r[:, keep] * e[:, keep]).sum(0) / (nr[keep] * ne[keep])
+            out["sse"].append(((r - e) ** 2).sum(1))
+            out["sum_ref"].append(r.sum(1))
+            out["angle"].append(np.arccos(np.clip(cos, -1, 1)).sum())
+            out["n"].append(r.shape[1])
+            out["n_angle"].append(int(keep.sum()))
+    return {k: np.asarray(v) for k, v in out.items()}
 
 
 def scores(t: dict, idx: np.ndarray, peaks: np.ndarray, scale: int) -> tuple[float, float, float]:
     """PSNR (dB, mean over bands), SAM (deg) and ERGAS of the tiles ``idx`` (repeats allowed)."""
-    n = t["n"] * len(idx)
+    n = t["n"][idx].sum()
     mse = t["sse"][idx].sum(0) / n
     mean = t["sum_ref"][idx].sum(0) / n
     psnr = float(np.mean(10 * np.log10(peaks**2 / mse)))
-    sam = float(np.degrees(t["angle"][idx].sum() / n))
+    sam = float(np.degrees(t["angle"][idx].sum() / t["n_angle"][idx].sum()))
     ergas = float(100.0 / scale * np.sqrt(np.mean(mse / mean**2)))
     return psnr, sam, ergas
 
@@ -80,6 +92,10 @@ def main(argv: list[str] | None = None) -> int:
     tiles = len(t_hsr["angle"])
     every = np.arange(tiles)
     full = np.subtract(scores(t_hsr, every, peaks, s), scores(t_base, every, peaks, s))
+    # all tiles once are the whole scored area: the same difference as bench/quality.py's metrics give
+    direct = np.subtract(*[(psnr(ref, x), sam(ref, x), ergas(ref, x, s)) for x in (hsr, base)])
+    if not np.allclose(full, direct, rtol=1e-6, atol=1e-9):
+        raise AssertionError(f"tile statistics {full} differ from the metrics {direct}")
     rng = np.random.default_rng(0)
     boot = np.array([np.subtract(scores(t_hsr, i, peaks, s), scores(t_base, i, peaks, s))
                      for i in rng.integers(0, tiles, (args.resamples, tiles))])
@@ -87,13 +103,21 @@ def main(argv: list[str] | None = None) -> int:
     per_tile = np.array([np.subtract(scores(t_hsr, np.array([k]), peaks, s), scores(t_base, np.array([k]), peaks, s))
                          for k in every])
     wins = [int((per_tile[:, 0] > 0).sum()), int((per_tile[:, 1] < 0).sum()), int((per_tile[:, 2] < 0).sum())]
+    # Where the lead comes from: each tile's squared error (all bands) relative to the baseline's, by quarter of
+    # the baseline's own tile error (lowest first).
+    sse_h, sse_b = t_hsr["sse"].sum(1), t_base["sse"].sum(1)
+    ratio = sse_h / sse_b
+    quarters = [float(np.median(ratio[q])) for q in np.array_split(np.argsort(sse_b), 4)]
     names = ("PSNR (dB)", "SAM (deg)", "ERGAS")
-    lines = [f"# HSR-Diff minus {args.baseline}: {args.scene} x{args.scale}, {tiles} tiles of {args.block} px",
+    lines = [f"# HSR-Diff minus {args.baseline}: {args.scene} x{args.scale}, {tiles} tiles of about {args.block} px",
              "", f"model `{Path(args.model).name}`; `python bench/experiments/paired_blocks.py --scene {args.scene} "
              f"--scale {args.scale} --model {args.model} --block {args.block}`", "",
              "| metric | difference on the crop | 95 % bootstrap interval (tiles) | tiles where HSR-Diff is better |",
              "|---|---|---|---|"]
     lines += [f"| {n} | {full[k]:+.4f} | [{lo[k]:+.4f}, {hi[k]:+.4f}] | {wins[k]} of {tiles} |" for k, n in enumerate(names)]
+    lines += ["", f"Squared error, HSR-Diff / {args.baseline}: {sse_h.sum() / sse_b.sum():.3f} on the crop; lower in "
+              f"{int((ratio < 1).sum())} of {tiles} tiles; median per tile by quarter of the {args.baseline} tile error "
+              f"(lowest to highest): {', '.join(f'{q:.3f}' for q in quarters)}"]
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:
@@ -103,7 +127,9 @@ def main(argv: list[str] | None = None) -> int:
             "scene": args.scene, "scale": args.scale, "model": Path(args.model).name, "baseline": args.baseline,
             "block": args.block, "tiles": tiles, "difference": dict(zip(names, full.tolist(), strict=True)),
             "interval_95": {n: [float(lo[k]), float(hi[k])] for k, n in enumerate(names)},
-            "tiles_better": dict(zip(names, wins, strict=True))}, indent=2))
+            "tiles_better": dict(zip(names, wins, strict=True)),
+            "squared_error_ratio": {"crop": float(sse_h.sum() / sse_b.sum()), "tiles_lower": int((ratio < 1).sum()),
+                                    "median_by_baseline_error_quarter": quarters}}, indent=2))
     return 0
 
 

@@ -315,9 +315,15 @@ def extra_hsi_source(item) -> tuple[str, list | None]:
         if "path" not in item or unknown:
             raise ValueError(f"extra_hsi entry {item!r}: expected keys path and wavelength_range")
         rng = item.get("wavelength_range")
-        if rng is not None and (len(rng) != 2 or not float(rng[0]) < float(rng[1])):
+        if rng is None:
+            return str(item["path"]), None
+        try:
+            first, last = (float(v) for v in rng)
+        except (TypeError, ValueError):
+            first = last = float("nan")
+        if not first < last:
             raise ValueError(f"extra_hsi entry {item!r}: wavelength_range must be [first_nm, last_nm], first < last")
-        return str(item["path"]), None if rng is None else [float(v) for v in rng]
+        return str(item["path"]), [first, last]
     return str(item), None
 
 
@@ -345,8 +351,11 @@ def _extra_scenes(paths: list, wavelengths: np.ndarray, fwhm, reference_level: f
             # The sensor's nominal sampling: centres evenly spaced from the first to the last band.
             cube.wavelengths = np.linspace(float(wl_range[0]), float(wl_range[1]), cube.data.shape[0])
         good = _good_band_index(cube)
-        w = sensor.band_resampling_matrix(np.asarray(cube.wavelengths)[good], wavelengths,
-                                          None if cube.fwhm is None else np.asarray(cube.fwhm)[good], fwhm)
+        try:
+            w = sensor.band_resampling_matrix(np.asarray(cube.wavelengths)[good], wavelengths,
+                                              None if cube.fwhm is None else np.asarray(cube.fwhm)[good], fwhm)
+        except ValueError as exc:
+            raise ValueError(f"{p}: {exc}") from exc
         data = cube.data[good]
         h, wd = (data.shape[1] // scale) * scale, (data.shape[2] // scale) * scale
         ref = np.einsum("tb,bij->tij", w, data[:, :h, :wd]).astype(np.float32)
