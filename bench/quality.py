@@ -107,6 +107,16 @@ def load_scene(scene: Scene, quick: bool = False, data_dir: Path = DATA) -> Prep
                     int((~keep).sum()), scene.note)
 
 
+def simulated_pair(scene: Scene, prep: Prepared, scale: int):
+    """The benchmark's pair of a loaded crop (Wald's protocol): ``(srf, psf, lr, msi, ref)``, the scene's
+    ``SpectralResponse``, the Gaussian PSF, the LR-HSI ``(b, h, w)``, the HR-MSI ``(m, H, W)`` and the reference
+    cut to the MSI's grid ``(b, H, W)``."""
+    srf = spectral_response(scene.sensor, prep.wavelengths, prep.fwhm, bands=scene.msi_bands or default_msi_bands(scene.sensor))
+    psf = gaussian_psf(scale)
+    lr, msi = simulate_pair(prep.reference, scale, srf.matrix, psf)
+    return srf, psf, lr, msi, prep.reference[:, :msi.shape[1], :msi.shape[2]]
+
+
 def run(methods: list[str], scales: list[int], scenes: list[Scene], quick: bool, model_path: str | None,
         log=print, model_opts: dict | None = None, skipped: list[dict] | None = None) -> list[dict]:
     """Score ``methods`` on ``scenes`` x ``scales``; rows that cannot run go to ``skipped`` (and the log) with why."""
@@ -129,12 +139,8 @@ def run(methods: list[str], scales: list[int], scenes: list[Scene], quick: bool,
         if not run_scales or not run_methods:
             continue
         prep = load_scene(scene, quick)
-        bands = scene.msi_bands or default_msi_bands(scene.sensor)
-        srf = spectral_response(scene.sensor, prep.wavelengths, prep.fwhm, bands=bands)
         for scale in run_scales:
-            psf = gaussian_psf(scale)
-            lr, msi = simulate_pair(prep.reference, scale, srf.matrix, psf)
-            ref = prep.reference[:, :msi.shape[1], :msi.shape[2]]
+            srf, psf, lr, msi, ref = simulated_pair(scene, prep, scale)
             for name in run_methods:
                 method = METHODS[name]
                 opts = {}

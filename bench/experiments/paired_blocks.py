@@ -25,10 +25,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from bench.quality import METHODS, load_scene  # noqa: E402
+from bench.quality import METHODS, load_scene, simulated_pair  # noqa: E402
 from bench.scenes import SCENES  # noqa: E402
 from core.metrics import ergas, psnr, sam  # noqa: E402
-from core.sensor import default_msi_bands, gaussian_psf, simulate_pair, spectral_response  # noqa: E402
 
 
 def tile_sums(ref: np.ndarray, est: np.ndarray, block: int) -> dict[str, np.ndarray]:
@@ -78,10 +77,7 @@ def main(argv: list[str] | None = None) -> int:
 
     scene = next(s for s in SCENES if s.name == args.scene)
     prep = load_scene(scene)
-    srf = spectral_response(scene.sensor, prep.wavelengths, prep.fwhm, bands=scene.msi_bands or default_msi_bands(scene.sensor))
-    psf = gaussian_psf(args.scale)
-    lr, msi = simulate_pair(prep.reference, args.scale, srf.matrix, psf)
-    ref = prep.reference[:, : msi.shape[1], : msi.shape[2]]
+    srf, psf, lr, msi, ref = simulated_pair(scene, prep, args.scale)
     hsr, _ = METHODS["hsrdiff"].fn(lr, msi, args.scale, model_path=args.model, wavelengths=prep.wavelengths, fwhm=prep.fwhm,
                                    msi_band_names=list(srf.band_names))
     base = METHODS[args.baseline].fn(lr, msi, args.scale, srf=srf.matrix, psf=psf)
