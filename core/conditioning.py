@@ -2,9 +2,11 @@
 
 ``bicubic``: the LR-HSI upsampled to the MSI grid (:func:`core.resample.upsample`), computed tile
 by tile at inference. ``mtf_glp_hs``: the MTF-GLP-HS fusion of the pair (:mod:`core.baselines.glp`),
-so the network learns corrections to a classical fusion; it is a global method, computed once on
-the whole common area (the area must fit in memory, as for the classical fusion algorithm).
-Training, the ONNX metadata (``base``) and inference all read this one definition.
+so the network learns corrections to a classical fusion. Its global part (pan weights and gains)
+is fitted once on a bounded sample of the common area and each tile's base is then computed from
+the pixels it needs (:func:`streamed_base`, :class:`core.baselines.glp.GLPStream`), so memory does
+not grow with the area. Training (:func:`base_image` on in-memory crops), the ONNX metadata
+(``base``) and inference all read this one definition.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import numpy as np
 
 from .resample import upsample
 
-__all__ = ["BASES", "base_image"]
+__all__ = ["BASES", "base_image", "streamed_base"]
 
 BASES = ("bicubic", "mtf_glp_hs")
 
@@ -33,4 +35,28 @@ def base_image(lr: np.ndarray, msi: np.ndarray, scale: int, base: str = "bicubic
         from .sensor import gaussian_psf
 
         return mtf_glp_hs(lr, msi, scale, psf=gaussian_psf(scale, psf_sigma), valid=valid)
+    raise ValueError(f"unknown conditioning base {base!r}; choose one of {', '.join(BASES)}")
+
+
+def streamed_base(base: str, read_lr, read_msi, lr_shape: tuple[int, int], scale: int, psf_sigma: float | None = None,
+                  dead_lr: np.ndarray | None = None, dead_msi: np.ndarray | None = None, progress=None):
+    """The conditioning base of a pair read window by window, fitted and ready; None for ``bicubic``.
+
+    ``read_lr(row0, col0, rows, cols)`` / ``read_msi(...)`` read the LR-HSI on its ``lr_shape`` grid
+    and the HR-MSI on the ``scale`` times finer grid (float32, NaN = nodata); ``dead_lr`` /
+    ``dead_msi`` mark bands with no valid pixel. The returned object's ``window(row0, col0, rows,
+    cols)`` gives the base over an HR window (float32 ``(bands, rows, cols)``, physical units), equal
+    to :func:`base_image` over the whole area away from nodata (to float32 rounding when the area
+    has at most :data:`core.baselines.glp.MAX_FIT_LR_PIXELS` LR pixels; larger areas fit the global
+    part on an evenly spread sample of blocks). ``progress(fraction, message)`` follows the fit.
+    """
+    if base == "bicubic":
+        return None
+    if base == "mtf_glp_hs":
+        from .baselines.glp import GLPStream
+        from .sensor import gaussian_psf
+
+        stream = GLPStream(read_lr, read_msi, lr_shape, scale, gaussian_psf(scale, psf_sigma), dead_lr, dead_msi)
+        stream.fit(progress=progress)
+        return stream
     raise ValueError(f"unknown conditioning base {base!r}; choose one of {', '.join(BASES)}")

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from core.pairing import PairGeometry, check_pair
-from core.progress import Cancelled
+from core.progress import Cancelled, Progress
 from core.raster_io import RasterMeta, RasterReader, RasterWriter, Window
 
 from . import defaults as dflt
@@ -37,6 +37,33 @@ from .tiling import msi_validity, run_tiled, upsample_window, with_conditioning
 __all__ = ["superresolve", "SuperResolveResult", "InputMismatch", "main"]
 
 log = logging.getLogger("hsr_diff.export")
+
+
+PHASES = {"check": 0.02, "base": 0.05}
+"""Where each phase of a run ends on the 0..1 progress scale: input check, base fit, then the tiles."""
+
+
+class _Eta(Progress):
+    """A :class:`Progress` over the tiles that adds the estimated time left to each message and logs it once."""
+
+    def __init__(self, parent: Progress, logger: logging.Logger):
+        super().__init__(parent.callback, parent.cancel, parent.start, parent.end)
+        self.log, self.t0, self.logged = logger, time.monotonic(), False
+
+    def report(self, fraction: float, message: str = "") -> None:
+        el = time.monotonic() - self.t0
+        if 0.0 < fraction < 1.0 and el > 0.5:
+            left = el / fraction - el
+            message = f"{message}, about {_duration(left)} left"
+            if not self.logged:
+                self.log.info("estimated time for the tiles: %s", _duration(el / fraction))
+                self.logged = True
+        super().report(fraction, message)
+
+
+def _duration(seconds: float) -> str:
+    s = int(round(seconds))
+    return f"{s // 3600} h {s % 3600 // 60:02d} min" if s >= 3600 else f"{s // 60} min {s % 60:02d} s" if s >= 60 else f"{s} s"
 
 
 class InputMismatch(ValueError):
@@ -64,25 +91,76 @@ class SuperResolveResult:
 
 
 class RasterPairSource:
-    """Tiles of a GDAL LR-HSI / HR-MSI pair over their common area (``core.pairing``)."""
+    """Tiles of a GDAL LR-HSI / HR-MSI pair over their common area (``core.pairing``).
 
-    def __init__(self, lr: RasterReader, msi: RasterReader, geom: PairGeometry, bands: list[int] | None = None):
+    ``dead_msi`` marks MSI bands with no valid pixel: they are left out of the validity test.
+    """
+
+    def __init__(self, lr: RasterReader, msi: RasterReader, geom: PairGeometry, bands: list[int] | None = None,
+                 dead_msi: np.ndarray | None = None):
         self.lr, self.msi, self.geom, self.bands = lr, msi, geom, bands
         self.scale = geom.scale
         self.rows, self.cols = geom.msi_window.height, geom.msi_window.width
+        self.lr_shape = (geom.lr_window.height, geom.lr_window.width)
         self.hsi_bands = lr.meta.bands if bands is None else len(bands)
         self.msi_bands = msi.meta.bands
-        self._msi_good = msi.meta.good_bands
+        self._msi_good = msi.meta.good_bands if dead_msi is None else msi.meta.good_bands & ~dead_msi
 
     def _read_lr(self, w: Window) -> np.ndarray:
         lw = self.geom.lr_window
         return self.lr.read(Window(lw.col_off + w.col_off, lw.row_off + w.row_off, w.width, w.height), bands=self.bands)
 
+    def read_lr_block(self, row0: int, col0: int, rows: int, cols: int) -> np.ndarray:
+        return self._read_lr(Window(col0, row0, cols, rows))
+
+    def read_msi_block(self, row0: int, col0: int, rows: int, cols: int) -> np.ndarray:
+        mw = self.geom.msi_window
+        return self.msi.read(Window(mw.col_off + col0, mw.row_off + row0, cols, rows))
+
     def read(self, window: Window, lr_fill=None, msi_fill=None):
-        lw, mw = self.geom.lr_window, self.geom.msi_window
+        lw = self.geom.lr_window
         up, invalid = upsample_window(self._read_lr, lw.height, lw.width, self.scale, window, lr_fill)
-        msi = self.msi.read(Window(mw.col_off + window.col_off, mw.row_off + window.row_off, window.width, window.height))
+        msi = self.read_msi_block(window.row_off, window.col_off, window.height, window.width)
         return up, *msi_validity(msi, invalid, msi_fill, self._msi_good)
+
+
+def bands_with_data(read, rows: int, cols: int, progress=None, strip: int = 256) -> np.ndarray:
+    """``(bands,)`` bool: which bands of ``read(row0, col0, rows, cols)`` hold a finite value anywhere.
+
+    Reads strips of ``strip`` rows; stops early once every band has shown data.
+    ``progress(fraction, message)`` is called after each strip.
+    """
+    found = None
+    starts = range(0, rows, strip)
+    for k, r in enumerate(starts):
+        a = read(r, 0, min(strip, rows - r), cols)
+        hit = np.isfinite(a).any(axis=(1, 2))
+        found = hit if found is None else found | hit
+        if progress is not None:
+            progress((k + 1) / len(starts), "checking the inputs for empty bands")
+        if found.all():
+            break
+    return found
+
+
+def _dead_bands(source: RasterPairSource, lr_name: str, msi_name: str, progress) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Bands of the common area with no valid pixel; refuses a layer with none at all."""
+    lr_ok = bands_with_data(source.read_lr_block, *source.lr_shape, progress.sub(0.0, 0.5).report)
+    msi_ok = bands_with_data(source.read_msi_block, source.rows, source.cols, progress.sub(0.5, 1.0).report)
+    for ok, name, kind in ((lr_ok, lr_name, "LR-HSI"), (msi_ok, msi_name, "HR-MSI")):
+        if not ok.any():
+            raise InputMismatch(f"{kind} layer '{name}' has no valid pixel in the area it shares with the other layer "
+                                "(all nodata there)")
+    notes = []
+    if not lr_ok.all():
+        idx = np.flatnonzero(~lr_ok)
+        sel = np.arange(len(lr_ok)) if source.bands is None else np.asarray(source.bands)
+        notes.append(f"LR-HSI layer '{lr_name}': band(s) {', '.join(str(int(sel[i]) + 1) for i in idx)} have no valid "
+                     "pixel; they are nodata in the output")
+    if not msi_ok.all():
+        notes.append(f"HR-MSI layer '{msi_name}': band(s) {', '.join(str(int(i) + 1) for i in np.flatnonzero(~msi_ok))} "
+                     "have no valid pixel; they are filled and the result is less sharp")
+    return ~lr_ok, ~msi_ok, notes
 
 
 class _WriterSink:
@@ -197,9 +275,19 @@ def superresolve(
         den = Denoiser(model_path, device=device, allow_fallback=allow_fallback, threads=threads)
         log.info("%s; %s", md.describe(), den.info.describe())
         notes += den.info.notes
+        prog = Progress(progress, cancel)
+        prog.report(0.0, "checking the inputs")
+        ln, mn = _name(lr_path, lr_name), _name(msi_path, msi_name)
         source = RasterPairSource(lr, msi, geom, bands)
-        if md.base != "bicubic":  # a global conditioning image: computed once on the whole common area
-            source = with_conditioning(source, md, lr.read(geom.lr_window, bands=bands), msi.read(geom.msi_window), geom.scale)
+        dead_lr, dead_msi, empty = _dead_bands(source, ln, mn, prog.sub(0.0, PHASES["check"]))
+        for n in empty:
+            log.warning(n)
+        notes += empty
+        source = RasterPairSource(lr, msi, geom, bands, dead_msi)
+        log.info("output: %d bands x %d x %d px (%.2f GB as float32), scale %d, %s %d steps x %d sample(s)",
+                 lr.meta.bands, source.rows, source.cols, lr.meta.bands * source.rows * source.cols * 4 / 1e9, geom.scale,
+                 sampler, steps, samples)
+        source = with_conditioning(source, md, prog.sub(PHASES["check"], PHASES["base"]).report, dead_lr, dead_msi)
         lm = lr.meta
         nodata = next((v for v in lm.nodata if v is not None), None)
         wl = lm.wavelengths if lm.wavelengths is not None else md.wavelengths_nm
@@ -217,7 +305,8 @@ def superresolve(
                                                    metadata={**provenance, "hsr_diff_content": "per-pixel standard deviation "
                                                              f"of {samples} samples"}, **common))
         stats = run_tiled(den, source, _WriterSink(out, unc, bands), steps=steps, sampler=sampler, eta=eta, seed=seed, samples=samples,
-                          tile=tile, overlap=overlap, batch=batch, progress=progress, cancel=cancel, with_std=unc is not None)
+                          tile=tile, overlap=overlap, batch=batch, progress=_Eta(prog.sub(PHASES["base"], 1.0), log),
+                          with_std=unc is not None)
     seconds = time.perf_counter() - t0
     log.info("wrote %s (%d x %d x %d) in %.1f s on %s", out_path, *shape, seconds, den.info.provider)
     return SuperResolveResult(str(out_path), None if unc_path is None else str(unc_path), shape[0], shape[1], shape[2],

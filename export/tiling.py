@@ -41,6 +41,8 @@ __all__ = [
     "upsample_window",
     "PairSource",
     "ArrayPairSource",
+    "StreamedBaseSource",
+    "with_conditioning",
     "ArraySink",
     "run_tiled",
     "fuse_arrays",
@@ -181,9 +183,16 @@ class ArrayPairSource:
             raise ValueError(f"MSI {self.msi.shape[1:]} is not LR {(r, k)} times scale {self.scale}")
         self.hsi_bands, self.msi_bands = c, self.msi.shape[0]
         self.rows, self.cols = self.msi.shape[1:]
+        self.lr_shape = (r, k)
 
     def _lr(self, w: Window) -> np.ndarray:
         return self.lr[:, w.row_off:w.row_off + w.height, w.col_off:w.col_off + w.width]
+
+    def read_lr_block(self, row0: int, col0: int, rows: int, cols: int) -> np.ndarray:
+        return self.lr[:, row0:row0 + rows, col0:col0 + cols]
+
+    def read_msi_block(self, row0: int, col0: int, rows: int, cols: int) -> np.ndarray:
+        return self.msi[:, row0:row0 + rows, col0:col0 + cols]
 
     def read(self, window: Window, lr_fill=None, msi_fill=None):
         up, invalid = upsample_window(self._lr, self.lr.shape[1], self.lr.shape[2], self.scale, window, lr_fill)
@@ -191,36 +200,37 @@ class ArrayPairSource:
         return up, *msi_validity(msi, invalid, msi_fill)
 
 
-class BaseImageSource:
-    """A source whose conditioning image comes from a precomputed whole-area base ``(C, rows, cols)``.
+class StreamedBaseSource:
+    """A source whose conditioning image is a global base computed window by window.
 
     For models trained on a global conditioning image (``core.conditioning``, e.g. MTF-GLP-HS):
+    ``stream.window(row0, col0, rows, cols)`` gives the base over a window of the output grid;
     validity masks and the MSI still come from ``inner``; only ``lr_up`` is replaced.
     """
 
-    def __init__(self, inner, base: np.ndarray):
-        if base.shape != (inner.hsi_bands, inner.rows, inner.cols):
-            raise ValueError(f"base image {base.shape} does not match the grid {(inner.hsi_bands, inner.rows, inner.cols)}")
-        self.inner, self.base = inner, base
+    def __init__(self, inner, stream):
+        self.inner, self.stream = inner, stream
         self.rows, self.cols, self.hsi_bands, self.msi_bands = inner.rows, inner.cols, inner.hsi_bands, inner.msi_bands
 
     def read(self, window: Window, lr_fill=None, msi_fill=None):
         _, msi, invalid = self.inner.read(window, lr_fill, msi_fill)
-        up = self.base[:, window.row_off:window.row_off + window.height, window.col_off:window.col_off + window.width]
-        return up, msi, invalid
+        return self.stream.window(window.row_off, window.col_off, window.height, window.width), msi, invalid
 
 
-def with_conditioning(source, md: ModelMetadata, lr: np.ndarray, msi: np.ndarray, scale: int):
-    """``source`` itself for a bicubic-conditioned model, else a :class:`BaseImageSource` over ``lr``/``msi``.
+def with_conditioning(source, md: ModelMetadata, progress=None, dead_lr: np.ndarray | None = None,
+                      dead_msi: np.ndarray | None = None):
+    """``source`` itself for a bicubic-conditioned model, else a :class:`StreamedBaseSource` over it.
 
-    ``lr`` ``(C, r, c)`` and ``msi`` ``(M, r * scale, c * scale)`` cover the whole output grid (NaN = nodata).
+    ``source`` has ``lr_shape`` and ``read_lr_block`` / ``read_msi_block`` (``row0, col0, rows, cols``
+    on the LR and the output grid); the base's global fit reports to ``progress(fraction, message)``.
     """
     if md.base == "bicubic":
         return source
-    from core.conditioning import base_image
-    from core.jobs.common import hr_valid_mask
+    from core.conditioning import streamed_base
 
-    return BaseImageSource(source, base_image(lr, msi, scale, md.base, md.psf_sigma, hr_valid_mask(lr, msi, scale)))
+    stream = streamed_base(md.base, source.read_lr_block, source.read_msi_block, source.lr_shape, source.scale,
+                           md.psf_sigma, dead_lr, dead_msi, progress)
+    return StreamedBaseSource(source, stream)
 
 
 def msi_validity(msi: np.ndarray, invalid: np.ndarray, msi_fill=None, good_bands: np.ndarray | None = None):
@@ -432,7 +442,7 @@ def fuse_arrays(
     lr = np.asarray(lr, np.float32)
     if scale is None:
         scale = msi.shape[1] // lr.shape[1]
-    source = with_conditioning(ArrayPairSource(lr, msi, scale), denoiser.metadata, lr, msi, scale)
+    source = with_conditioning(ArrayPairSource(lr, msi, scale), denoiser.metadata)
     with_std = kwargs.get("with_std")
     if with_std is None:
         with_std = kwargs.get("samples", 1) > 1
