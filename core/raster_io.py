@@ -13,12 +13,21 @@ Nodata pixels come back as NaN and ``RasterMeta.valid`` marks pixels where every
 
 Writing goes to a hidden temporary file beside the target, renamed only when the writer is
 closed without an error, so a failed or cancelled run never leaves a file that looks finished.
+Every failure (a full disk, a GDAL write error, a failed rename) removes the temporary file.
+A lock file ``OUT.tif.lock`` beside the target keeps two runs from writing the same output;
+the lock of a run that died on this machine is taken over, with the partial files it left.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import re
+import socket
+import sys
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -31,10 +40,14 @@ from osgeo import gdal, osr
 gdal.UseExceptions()
 osr.UseExceptions()
 
+log = logging.getLogger("hsr_diff.raster_io")
+
 __all__ = [
     "Window",
     "RasterMeta",
     "RasterError",
+    "OutputLocked",
+    "OutputLock",
     "RasterReader",
     "RasterWriter",
     "read_meta",
@@ -49,6 +62,10 @@ __all__ = [
 
 class RasterError(ValueError):
     """A raster cannot be read or written; the message names the file and the problem."""
+
+
+class OutputLocked(RasterError):
+    """Another run is writing the same output path; the message names the lock file and its holder."""
 
 
 class Window(NamedTuple):
@@ -305,6 +322,255 @@ def _temp_path(path: Path) -> Path:
     return path.with_name(f".{path.stem}.partial-{uuid.uuid4().hex[:8]}{path.suffix or '.tif'}")
 
 
+def _aux(path: Path) -> Path:
+    """GDAL's side file of ``path`` (statistics, histograms, metadata the format cannot hold)."""
+    return Path(str(path) + ".aux.xml")
+
+
+def _read_text(path: Path) -> str | None:
+    """The text of a small file; None when it does not exist, "" when it cannot be read."""
+    try:
+        return path.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return None
+    except OSError:
+        return ""
+
+
+_HOST = socket.gethostname()
+_UNREADABLE_LOCK_GRACE_S = 30.0  # a lock file without a pid may be one being written right now
+
+
+def _pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this machine (True when that cannot be told)."""
+    if pid <= 0:
+        return False
+    if os.name == "nt":
+        import ctypes
+
+        kernel32 = ctypes.windll.kernel32
+        handle = kernel32.OpenProcess(0x1000, False, pid)  # PROCESS_QUERY_LIMITED_INFORMATION
+        if not handle:
+            return kernel32.GetLastError() == 5  # ERROR_ACCESS_DENIED: it exists, owned by someone else
+        try:
+            code = ctypes.c_ulong()
+            return not kernel32.GetExitCodeProcess(handle, ctypes.byref(code)) or code.value == 259  # STILL_ACTIVE
+        finally:
+            kernel32.CloseHandle(handle)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # EPERM: it exists, owned by another user
+    return True
+
+
+def _parse_lock(text: str) -> tuple[int | None, str]:
+    """``(pid, host)`` of a lock file's text; pid None when the text holds none."""
+    lines = text.splitlines()
+    try:
+        pid = int(lines[0])
+    except (IndexError, ValueError):
+        return None, ""
+    return pid, lines[1].strip() if len(lines) > 1 else ""
+
+
+class OutputLock:
+    """An exclusive claim on an output path: the file ``<output>.lock`` beside it, created atomically.
+
+    The lock file holds the pid and host of its holder. :meth:`acquire` raises :class:`OutputLocked`
+    while a live holder has it (another process, or another writer in this one); a lock whose
+    process no longer runs on this host is stale and taken over. :meth:`release` removes the
+    lock file if it is still this holder's.
+    """
+
+    def __init__(self, target: str | os.PathLike):
+        self.target = Path(target)
+        self.path = self.target.with_name(self.target.name + ".lock")
+        self.held = False
+        self._text = f"{os.getpid()}\n{_HOST}\n{uuid.uuid4().hex}\n"
+
+    def live_holder(self) -> str | None:
+        """The lock file's text when a live holder has it, else None (no lock file, or a stale one)."""
+        text, live = self._inspect()
+        return text if live else None
+
+    def _inspect(self) -> tuple[str | None, bool]:
+        """The lock file's text (None when there is none) and whether its holder is alive."""
+        text = _read_text(self.path)
+        if text is None:
+            return None, False
+        pid, host = _parse_lock(text)
+        if pid is None:
+            try:
+                age = time.time() - self.path.stat().st_mtime
+            except OSError:
+                return None, False
+            return text, age < _UNREADABLE_LOCK_GRACE_S
+        if host != _HOST:
+            return text, True  # a process on another machine cannot be checked from here
+        return text, pid == os.getpid() or _pid_alive(pid)
+
+    def acquire(self) -> OutputLock:
+        """Create the lock file, taking over a stale one; raises :class:`OutputLocked` while another holds it."""
+        for _ in range(10):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                text, live = self._inspect()
+                if live:
+                    raise OutputLocked(self._busy_message(text)) from None
+                if text is not None:
+                    self._take_over(text)
+                continue
+            except OSError as exc:
+                raise RasterError(f"{self.target}: cannot create the lock file {self.path} ({exc.strerror or exc})") from exc
+            try:
+                try:
+                    os.write(fd, self._text.encode())
+                finally:
+                    os.close(fd)
+            except OSError as exc:
+                with contextlib.suppress(OSError):
+                    self.path.unlink()
+                raise RasterError(f"{self.target}: cannot write the lock file {self.path} ({exc.strerror or exc}); "
+                                  "is the disk full?") from exc
+            self.held = True
+            return self
+        raise OutputLocked(f"another run keeps taking the lock file {self.path} of {self.target}; wait for it or choose "
+                           "another output")
+
+    def _busy_message(self, holder: str) -> str:
+        pid, host = _parse_lock(holder)
+        who = "pid unknown" if pid is None else f"pid {pid}" + ("" if host == _HOST else f" on {host}")
+        return (f"another run is writing {self.target} (lock file {self.path}, {who}); wait for it or choose another "
+                "output (delete the lock file only if that run is gone)")
+
+    def _take_over(self, text: str) -> None:
+        """Remove the stale lock file whose text is ``text``, unless another run replaced it meanwhile."""
+        aside = self.path.with_name(f"{self.path.name}.stale-{uuid.uuid4().hex[:8]}")
+        try:
+            os.rename(self.path, aside)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise RasterError(f"{self.target}: cannot remove the stale lock file {self.path} ({exc.strerror or exc})") from exc
+        if _read_text(aside) != text:  # another run took it between the read and the rename: give it back
+            _put_back(aside, self.path)
+            return
+        pid, host = _parse_lock(text)
+        log.info("%s: took over the stale lock of pid %s on %s", self.target, pid, host or "?")
+        with contextlib.suppress(OSError):
+            aside.unlink()
+
+    def release(self) -> None:
+        """Remove the lock file if this holder still has it."""
+        if not self.held:
+            return
+        self.held = False
+        if _read_text(self.path) != self._text:
+            return
+        try:
+            self.path.unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            log.warning("%s: cannot remove the lock file %s (%s)", self.target, self.path, exc)
+
+
+def _put_back(aside: Path, path: Path) -> None:
+    """Move ``aside`` back to ``path`` without overwriting a file that appeared there since."""
+    try:
+        if os.name == "nt":
+            os.rename(aside, path)  # fails when ``path`` exists
+        else:
+            os.link(aside, path)  # fails when ``path`` exists
+    except FileExistsError:
+        pass
+    except OSError:
+        with contextlib.suppress(OSError):
+            if not os.path.lexists(path):
+                os.rename(aside, path)
+    with contextlib.suppress(FileNotFoundError):
+        aside.unlink()
+
+
+def _remove_stale_partials(path: Path) -> list[Path]:
+    """Delete the temporary files (and their ``.aux.xml``) that killed runs left for the output ``path``.
+
+    Call it holding ``path``'s :class:`OutputLock`, so no live run writes them. A temporary name
+    that another output shares (``out`` and ``out.tif`` both use ``.out.partial-*.tif``) is kept
+    while that output's lock is live. Returns the removed files.
+    """
+    suffix = path.suffix or ".tif"
+    if suffix == ".tif":
+        for other in {path.with_name(path.stem), path.with_name(path.stem + suffix)} - {path}:
+            if OutputLock(other).live_holder() is not None:
+                return []
+    pattern = re.compile(rf"\.{re.escape(path.stem)}\.partial-[0-9a-f]{{8}}{re.escape(suffix)}(?:\.aux\.xml)?")
+    try:
+        entries = [e for e in os.scandir(path.parent) if pattern.fullmatch(e.name) and e.is_file(follow_symlinks=False)]
+    except OSError:
+        return []
+    removed = []
+    for e in entries:
+        try:
+            os.unlink(e.path)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            log.warning("%s: cannot remove the stale partial file %s (%s)", path, e.path, exc)
+            continue
+        removed.append(Path(e.path))
+    if removed:
+        log.info("%s: removed %d partial file(s) a stopped run left: %s", path, len(removed), ", ".join(p.name for p in removed))
+    return removed
+
+
+class _GdalErrors:
+    """Collects the failure messages GDAL reports on this thread inside a ``with`` block.
+
+    Also catches the failure of closing a dataset, which GDAL's Python bindings print as an
+    "Exception ignored" traceback instead of raising it.
+    """
+
+    def __enter__(self) -> _GdalErrors:
+        self.messages: list[str] = []
+        self._thread = threading.get_ident()
+        self._hook = sys.unraisablehook
+        sys.unraisablehook = self._unraisable
+        gdal.PushErrorHandler(self._handler)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        gdal.PopErrorHandler()
+        if sys.unraisablehook == self._unraisable:
+            sys.unraisablehook = self._hook
+
+    def _handler(self, cls, _code, msg) -> None:
+        text = str(msg).strip()
+        if cls >= gdal.CE_Failure and text and text not in self.messages:
+            self.messages.append(text)
+
+    def _unraisable(self, unraisable) -> None:
+        if isinstance(unraisable.exc_value, RuntimeError) and threading.get_ident() == self._thread:
+            self._handler(gdal.CE_Failure, 0, str(unraisable.exc_value))
+        else:
+            self._hook(unraisable)
+
+
+def _call(method, *args):
+    """``method(*args)`` for a GDAL method; a raised GDAL error becomes its message as the return value.
+
+    The error is not re-raised: its traceback would keep the dataset open past :meth:`RasterWriter.abort`.
+    """
+    try:
+        return method(*args)
+    except RuntimeError as exc:
+        return str(exc) or "GDAL error"
+
+
 class RasterWriter:
     """Windowed GeoTIFF writer that publishes the file only when closed without error.
 
@@ -312,6 +578,12 @@ class RasterWriter:
     floating-point predictor, BIGTIFF when the uncompressed size could pass 4 GB. Written arrays
     may hold NaN: they become ``nodata`` (NaN itself when ``nodata`` is None for a float type).
     Use as a context manager; on an exception the temporary file is deleted.
+
+    The output path is locked (:class:`OutputLock`) from construction until :meth:`commit` or
+    :meth:`abort`: a second writer of the same path raises :class:`OutputLocked`. Partial files
+    of this path left by a killed run are removed. Any failure (creating, writing, flushing or
+    renaming; a full disk) removes the temporary file and its ``.aux.xml``, releases the lock and
+    raises :class:`RasterError` naming the output.
     """
 
     def __init__(
@@ -330,38 +602,52 @@ class RasterWriter:
     ):
         self.path = Path(path)
         self.shape = tuple(int(s) for s in shape)
+        self._ds = self._tmp = self._lock = None
         bands, rows, cols = self.shape
+        if self.path.is_dir():
+            raise RasterError(f"{self.path}: is a folder, not a file name; give the output a file name such as "
+                              f"{self.path / 'output.tif'}")
         if not self.path.parent.exists():
             raise RasterError(f"{self.path}: the output folder {self.path.parent} does not exist")
         if not os.access(self.path.parent, os.W_OK):
             raise RasterError(f"{self.path}: the output folder {self.path.parent} is not writable")
         if dtype not in _NP_TO_GDAL:
             raise RasterError(f"{self.path}: unsupported data type {dtype}")
+        for key, seq in (("band_names", band_names), ("wavelengths", wavelengths), ("fwhm", fwhm), ("bad_bands", bad_bands)):
+            if seq is not None and len(seq) != bands:
+                raise RasterError(f"{self.path}: {len(seq)} {key} given for {bands} bands")
         self.dtype = np.dtype(dtype)
         self.nodata = nodata
-        self._tmp = _temp_path(self.path)
-        nbytes = bands * rows * cols * self.dtype.itemsize
-        opts = ["TILED=YES", "BLOCKXSIZE=256", "BLOCKYSIZE=256", "COMPRESS=DEFLATE",
-                f"PREDICTOR={3 if self.dtype.kind == 'f' else 2}", f"BIGTIFF={'YES' if nbytes > 3.5e9 else 'IF_SAFER'}",
-                "INTERLEAVE=BAND" if bands > 4 else "INTERLEAVE=PIXEL"]
-        drv = gdal.GetDriverByName("GTiff")
+        self._lock = OutputLock(self.path).acquire()
         try:
-            self._ds = drv.Create(str(self._tmp), cols, rows, bands, _NP_TO_GDAL[dtype], opts)
-        except RuntimeError as exc:
-            raise RasterError(f"{self.path}: cannot create the output ({exc})") from exc
-        if geotransform is not None:
-            self._ds.SetGeoTransform(tuple(geotransform))
-        if crs_wkt:
-            self._ds.SetProjection(crs_wkt)
-        if metadata:
-            self._ds.SetMetadata({str(k): str(v) for k, v in metadata.items()})
-        self._set_band_metadata(band_names, wavelengths, fwhm, bad_bands)
+            _remove_stale_partials(self.path)
+            self._tmp = _temp_path(self.path)
+            nbytes = bands * rows * cols * self.dtype.itemsize
+            opts = ["TILED=YES", "BLOCKXSIZE=256", "BLOCKYSIZE=256", "COMPRESS=DEFLATE",
+                    f"PREDICTOR={3 if self.dtype.kind == 'f' else 2}", f"BIGTIFF={'YES' if nbytes > 3.5e9 else 'IF_SAFER'}",
+                    "INTERLEAVE=BAND" if bands > 4 else "INTERLEAVE=PIXEL"]
+            drv = gdal.GetDriverByName("GTiff")
+            error = None
+            with _GdalErrors() as errs:
+                try:
+                    self._ds = drv.Create(str(self._tmp), cols, rows, bands, _NP_TO_GDAL[dtype], opts)
+                    if geotransform is not None:
+                        self._ds.SetGeoTransform(tuple(geotransform))
+                    if crs_wkt:
+                        self._ds.SetProjection(crs_wkt)
+                    if metadata:
+                        self._ds.SetMetadata({str(k): str(v) for k, v in metadata.items()})
+                    self._set_band_metadata(band_names, wavelengths, fwhm, bad_bands)
+                except RuntimeError as exc:
+                    error = str(exc)
+            if error is not None:
+                raise RasterError(f"{self.path}: cannot create the output ({self._detail(errs.messages, error)})")
+        except BaseException:
+            self.abort()
+            raise
 
     def _set_band_metadata(self, names, wavelengths, fwhm, bad_bands) -> None:
         bands = self.shape[0]
-        for key, seq in (("band_names", names), ("wavelengths", wavelengths), ("fwhm", fwhm), ("bad_bands", bad_bands)):
-            if seq is not None and len(seq) != bands:
-                raise RasterError(f"{self.path}: {len(seq)} {key} given for {bands} bands")
         for i in range(bands):
             band = self._ds.GetRasterBand(i + 1)
             if self.nodata is not None:
@@ -385,38 +671,103 @@ class RasterWriter:
                 band.SetMetadata(imagery, "IMAGERY")
 
     def write(self, array: np.ndarray, window: Window | None = None, band_offset: int = 0) -> None:
-        """Write ``(n, height, width)`` at ``window`` into bands ``band_offset .. band_offset + n - 1``."""
+        """Write ``(n, height, width)`` at ``window`` into bands ``band_offset .. band_offset + n - 1``.
+
+        A failure aborts the writer (the temporary file is removed) and raises :class:`RasterError`.
+        """
         if self._ds is None:
             raise RasterError(f"{self.path}: writer already closed")
-        array = np.asarray(array)
-        if array.ndim == 2:
-            array = array[None]
-        w = window or Window(0, 0, self.shape[2], self.shape[1])
-        if array.shape[1:] != (w.height, w.width):
-            raise RasterError(f"{self.path}: array {array.shape} does not fit window {tuple(w)}")
-        for k in range(array.shape[0]):
-            a = array[k]
-            if self.nodata is not None and self.dtype.kind == "f":
-                a = np.where(np.isfinite(a), a, self.nodata)
-            self._ds.GetRasterBand(band_offset + k + 1).WriteArray(a.astype(self.dtype, copy=False), w.col_off, w.row_off)
+        try:
+            array = np.asarray(array)
+            if array.ndim == 2:
+                array = array[None]
+            w = window or Window(0, 0, self.shape[2], self.shape[1])
+            if array.shape[1:] != (w.height, w.width):
+                raise RasterError(f"{self.path}: array {array.shape} does not fit window {tuple(w)}")
+            with _GdalErrors() as errs:
+                for k in range(array.shape[0]):
+                    a = array[k]
+                    if self.nodata is not None and self.dtype.kind == "f":
+                        a = np.where(np.isfinite(a), a, self.nodata)
+                    rc = _call(self._ds.GetRasterBand(band_offset + k + 1).WriteArray, a.astype(self.dtype, copy=False),
+                               w.col_off, w.row_off)
+                    if rc:
+                        raise self._write_failure(errs.messages, rc)
+        except BaseException:
+            self.abort()
+            raise
+
+    def _detail(self, messages: list[str], rc) -> str:
+        """GDAL's own causes first (those not naming the temporary file), at most two."""
+        tmp = str(self._tmp)
+        found = [m for m in messages if tmp not in m] or [m.replace(tmp, self.path.name) for m in messages[-1:]]
+        return "; ".join(found[:2]) or (rc if isinstance(rc, str) else f"GDAL error {rc}")
+
+    def _write_failure(self, messages: list[str], rc) -> RasterError:
+        return RasterError(f"{self.path}: writing the output failed ({self._detail(messages, rc)}); the disk may be full "
+                           "or the folder not writable; no output was written")
+
+    def _close_dataset(self) -> list[str]:
+        """Close the GDAL dataset (it writes what it still holds); the failures GDAL reported."""
+        with _GdalErrors() as errs:
+            self._ds = None
+        return errs.messages
 
     def commit(self) -> Path:
-        """Flush, close and rename the temporary file onto the target path."""
-        ds, self._ds = self._ds, None
-        ds.FlushCache()
-        ds = None  # noqa: F841 (closing a GDAL dataset = dropping the last reference)
-        os.replace(self._tmp, self.path)
-        aux = Path(str(self._tmp) + ".aux.xml")
-        if aux.exists():
-            os.replace(aux, Path(str(self.path) + ".aux.xml"))
+        """Flush, close and rename the temporary file onto the target path; returns the path.
+
+        The target's old ``.aux.xml`` (statistics of the file it replaces) is replaced by the new
+        one or removed. On a failure the temporary file is removed, the lock released and
+        :class:`RasterError` raised.
+        """
+        if self._ds is None:
+            raise RasterError(f"{self.path}: writer already closed")
+        try:
+            with _GdalErrors() as errs:
+                rc = _call(self._ds.FlushCache)
+            if rc:
+                raise self._write_failure(errs.messages, rc)
+            if messages := self._close_dataset():
+                raise self._write_failure(messages, "closing failed")
+            self._publish()
+        except BaseException:
+            self.abort()
+            raise
+        self._lock.release()
         return self.path
 
+    def _publish(self) -> None:
+        tmp_aux, aux = _aux(self._tmp), _aux(self.path)
+        try:
+            os.replace(self._tmp, self.path)
+        except OSError as exc:
+            raise RasterError(f"{self.path}: cannot put the finished output in place ({exc.strerror or exc}); "
+                              "no output was written") from exc
+        try:
+            if tmp_aux.exists():
+                os.replace(tmp_aux, aux)
+            elif os.path.lexists(aux):
+                os.unlink(aux)
+        except OSError as exc:
+            raise RasterError(f"{self.path}: written, but its side file {aux} could not be replaced ({exc.strerror or exc}); "
+                              "delete it: it describes an older file") from exc
+
     def abort(self) -> None:
-        """Drop the temporary file; the target path is left untouched."""
-        self._ds = None
-        for p in (self._tmp, Path(str(self._tmp) + ".aux.xml")):
-            if p.exists():
-                p.unlink()
+        """Drop the temporary file and its ``.aux.xml`` and release the lock; the target path is left untouched."""
+        try:
+            if self._ds is not None:
+                self._close_dataset()
+        finally:
+            if self._tmp is not None:
+                for p in (self._tmp, _aux(self._tmp)):
+                    try:
+                        p.unlink()
+                    except FileNotFoundError:
+                        pass
+                    except OSError as exc:
+                        log.warning("%s: cannot remove the temporary file %s (%s)", self.path, p, exc)
+            if self._lock is not None:
+                self._lock.release()
 
     def __enter__(self) -> RasterWriter:
         return self
@@ -426,6 +777,11 @@ class RasterWriter:
             self.commit()
         else:
             self.abort()
+
+    def __del__(self) -> None:
+        if getattr(self, "_ds", None) is not None or getattr(getattr(self, "_lock", None), "held", False):
+            with contextlib.suppress(Exception):
+                self.abort()
 
 
 def write_raster(path: str | os.PathLike, array: np.ndarray, meta: RasterMeta | None = None, **overrides) -> Path:

@@ -1,12 +1,35 @@
-"""Raster I/O on real files: spectral metadata conventions, windows, round trips, atomic writes."""
+"""Raster I/O on real files: spectral metadata conventions, windows, round trips, atomic writes, output locks."""
 
 from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 from osgeo import gdal
 
-from core.raster_io import RasterError, RasterReader, RasterWriter, Window, iter_windows, read_meta, read_raster, write_raster
+from core.raster_io import (
+    OutputLocked,
+    RasterError,
+    RasterReader,
+    RasterWriter,
+    Window,
+    iter_windows,
+    read_meta,
+    read_raster,
+    write_raster,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_enmap_metadata_and_nodata(shared_data):
@@ -121,3 +144,221 @@ def test_unwritable_and_missing(tmp_path):
     (tmp_path / "junk.tif").write_bytes(b"not a tiff at all")
     with pytest.raises(RasterError, match="junk.tif"):
         read_meta(tmp_path / "junk.tif")
+
+
+# --------------------------------------------------------------------------- nothing lost, nothing silent
+
+
+def _names(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+@contextlib.contextmanager
+def file_size_limit(nbytes: int):
+    """A real "disk full" for this process: no file can grow past ``nbytes`` (writes fail with EFBIG)."""
+    resource = pytest.importorskip("resource")
+    if signal.getsignal(signal.SIGXFSZ) != signal.SIG_IGN:
+        pytest.skip("SIGXFSZ is not ignored: exceeding the file size limit would kill the test process")
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (nbytes if hard == resource.RLIM_INFINITY else min(nbytes, hard), hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+
+
+@pytest.fixture(scope="module")
+def enmap(shared_data):
+    return read_raster(shared_data / "enmap_potsdam_north.tif")
+
+
+def test_disk_full_removes_the_partial_file_and_keeps_the_old_output(enmap, tmp_path, capfd):
+    cube, meta = enmap
+    out = tmp_path / "out.tif"
+    out.write_bytes(b"an older result")
+    with pytest.raises(RasterError, match=re.escape(f"{out}: writing the output failed (") + r".*File too large.*\); "
+                       "the disk may be full or the folder not writable; no output was written"):
+        with file_size_limit(64 * 1024):
+            write_raster(out, cube, meta)
+    assert _names(tmp_path) == ["out.tif"] and out.read_bytes() == b"an older result"
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and "Exception ignored" not in err and "ERROR" not in err, err
+    write_raster(out, cube, meta)  # the lock was released
+    assert read_meta(out).shape == cube.shape
+
+
+def test_gdal_write_errors_remove_the_partial_file(enmap, tmp_path, monkeypatch):
+    cube, meta = enmap
+    out = tmp_path / "out.tif"
+    # GDAL returning an error code without raising: the writer aborts itself, even outside a ``with``.
+    w = RasterWriter(out, cube.shape, meta.geotransform, meta.crs_wkt)
+    with monkeypatch.context() as m:
+        m.setattr(gdal.Band, "WriteArray", lambda self, *a, **k: gdal.CE_Failure)
+        with pytest.raises(RasterError, match=r"out\.tif: writing the output failed \(GDAL error 3\)"):
+            w.write(cube)
+    assert _names(tmp_path) == []
+    with pytest.raises(RasterError, match="writer already closed"):
+        w.write(cube)
+    # GDAL raising during WriteArray.
+    with monkeypatch.context() as m:
+        def fail(self, *a, **k):
+            raise RuntimeError("_tiffWriteProc:No space left on device")
+
+        m.setattr(gdal.Band, "WriteArray", fail)
+        with pytest.raises(RasterError, match=r"writing the output failed \(_tiffWriteProc:No space left on device\)"):
+            write_raster(out, cube, meta)
+    assert _names(tmp_path) == []
+    # GDAL raising while flushing the block cache (where a full disk shows up: the blocks are cached until then).
+    with monkeypatch.context() as m:
+        def fail_flush(self, *a, **k):
+            raise RuntimeError("TIFFAppendToStrip:Write error at scanline 0")
+
+        m.setattr(gdal.Dataset, "FlushCache", fail_flush)
+        with pytest.raises(RasterError, match=r"writing the output failed \(TIFFAppendToStrip:Write error at scanline 0\)"):
+            write_raster(out, cube, meta)
+    assert _names(tmp_path) == []
+
+
+def test_commit_failures_remove_the_partial_file_and_its_aux(enmap, tmp_path, monkeypatch):
+    cube, meta = enmap
+    out = tmp_path / "out.tif"
+    real_replace = os.replace
+
+    def replace(src, dst):
+        if Path(dst) == out:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_replace(src, dst)
+
+    with pytest.raises(RasterError, match=re.escape(f"{out}: cannot put the finished output in place (No space left on device)")):
+        with RasterWriter(out, cube.shape, meta.geotransform, meta.crs_wkt) as w:
+            w.write(cube)
+            Path(str(w._tmp) + ".aux.xml").write_text("<PAMDataset/>")
+            monkeypatch.setattr(os, "replace", replace)
+    monkeypatch.undo()
+    assert _names(tmp_path) == []
+
+
+def test_output_path_that_is_a_folder_is_refused(tmp_path):
+    (tmp_path / "out.tif").mkdir()
+    with pytest.raises(RasterError, match=re.escape(f"{tmp_path / 'out.tif'}: is a folder, not a file name")):
+        RasterWriter(tmp_path / "out.tif", (1, 2, 2))
+    assert _names(tmp_path) == ["out.tif"] and _names(tmp_path / "out.tif") == []
+
+
+def test_bad_arguments_leave_nothing_and_no_lock(enmap, tmp_path):
+    cube, meta = enmap
+    with pytest.raises(RasterError, match="3 band_names given for 224 bands"):
+        RasterWriter(tmp_path / "out.tif", cube.shape, band_names=["a", "b", "c"])
+    assert _names(tmp_path) == []
+    write_raster(tmp_path / "out.tif", cube[:2], None)
+    assert _names(tmp_path) == ["out.tif"]
+
+
+def test_stale_partials_of_this_output_are_removed(enmap, tmp_path):
+    cube, meta = enmap
+    stale = [".out.partial-0123abcd.tif", ".out.partial-0123abcd.tif.aux.xml", ".out.partial-89abcdef.tif"]
+    kept = [".other.partial-0123abcd.tif", ".out.partial-0123abcd.vrt", ".out2.partial-0123abcd.tif", ".out.partial-xyz.tif",
+            "out.partial-0123abcd.tif"]
+    for name in stale + kept:
+        (tmp_path / name).write_bytes(b"left by a killed run")
+    write_raster(tmp_path / "out.tif", cube[:3], None)
+    assert _names(tmp_path) == sorted([*kept, "out.tif"])
+    # ``scene`` and ``scene.tif`` share temporary names: a live run writing ``scene`` keeps its partial file.
+    for name in kept:
+        (tmp_path / name).unlink()
+    with RasterWriter(tmp_path / "scene", cube[:3].shape) as live:
+        partial = live._tmp.name
+        write_raster(tmp_path / "scene.tif", cube[:3], None)
+        assert partial in _names(tmp_path)
+        live.write(cube[:3])
+    assert _names(tmp_path) == ["out.tif", "scene", "scene.tif"]
+    np.testing.assert_array_equal(read_raster(tmp_path / "scene")[0], cube[:3])
+
+
+def test_stale_aux_of_the_replaced_output_is_removed(enmap, tmp_path):
+    cube, meta = enmap
+    out = tmp_path / "out.tif"
+    write_raster(out, cube[:2], None)
+    aux = tmp_path / "out.tif.aux.xml"
+    aux.write_text('<PAMDataset><PAMRasterBand band="1"><Metadata><MDI key="STATISTICS_MAXIMUM">99999</MDI>'
+                   "</Metadata></PAMRasterBand></PAMDataset>")
+    write_raster(out, cube[2:4], None)
+    assert _names(tmp_path) == ["out.tif"]
+    # A side file the new output has itself replaces the old one.
+    aux.write_text("<PAMDataset>old</PAMDataset>")
+    with RasterWriter(out, cube[:2].shape) as w:
+        w.write(cube[:2])
+        Path(str(w._tmp) + ".aux.xml").write_text("<PAMDataset>new</PAMDataset>")
+    assert _names(tmp_path) == ["out.tif", "out.tif.aux.xml"] and aux.read_text() == "<PAMDataset>new</PAMDataset>"
+
+
+def test_two_writers_of_one_path_in_one_process(enmap, tmp_path):
+    cube, meta = enmap
+    out = tmp_path / "out.tif"
+    first = RasterWriter(out, cube[:2].shape)
+    busy = (re.escape(f"another run is writing {out} (lock file {out}.lock, pid {os.getpid()}); wait for it or choose "
+                      "another output"))
+    with pytest.raises(OutputLocked, match=busy):
+        RasterWriter(out, cube[:2].shape)
+    with pytest.raises(OutputLocked, match=busy):
+        write_raster(out, cube[:2], None)
+    first.write(cube[:2])
+    first.commit()
+    assert _names(tmp_path) == ["out.tif"]
+    RasterWriter(out, cube[:2].shape).abort()  # commit and abort both release the lock
+    write_raster(out, cube[2:4], None)
+    np.testing.assert_array_equal(read_raster(out)[0], cube[2:4])
+
+
+_HOLDER = """
+import sys
+import numpy as np
+from core.raster_io import RasterWriter
+w = RasterWriter(sys.argv[1], (1, 4, 4))
+print("locked", flush=True)
+sys.stdin.readline()
+w.write(np.ones((1, 4, 4), np.float32))
+w.commit()
+"""
+
+
+def test_a_second_process_is_refused(tmp_path):
+    out = tmp_path / "out.tif"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    holder = subprocess.Popen([sys.executable, "-c", _HOLDER, str(out)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              text=True, env=env, cwd=ROOT)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(OutputLocked, match=re.escape(f"(lock file {out}.lock, pid {holder.pid})")):
+            write_raster(out, np.zeros((1, 4, 4), np.float32), None)
+        holder.stdin.write("go\n")
+        holder.stdin.close()
+        assert holder.wait(timeout=60) == 0
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+    assert _names(tmp_path) == ["out.tif"] and read_raster(out)[0].max() == 1
+
+
+def test_stale_lock_of_a_dead_process_is_taken_over(enmap, tmp_path):
+    cube, meta = enmap
+    out = tmp_path / "out.tif"
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # reaped: its pid runs nothing now
+    lock = tmp_path / "out.tif.lock"
+    lock.write_text(f"{gone.pid}\n{socket.gethostname()}\n")
+    (tmp_path / ".out.partial-deadbeef.tif").write_bytes(b"the killed run's partial output")
+    write_raster(out, cube[:2], None)
+    assert _names(tmp_path) == ["out.tif"]
+    # A lock from another machine cannot be checked, so it holds.
+    lock.write_text("4242\nsome-other-host\n")
+    with pytest.raises(OutputLocked, match=re.escape("pid 4242 on some-other-host")):
+        write_raster(out, cube[:2], None)
+    # A lock file with no pid yet is one being written: it holds for a while, then counts as stale.
+    lock.write_text("")
+    with pytest.raises(OutputLocked, match="pid unknown"):
+        write_raster(out, cube[:2], None)
+    old = time.time() - 3600
+    os.utime(lock, (old, old))
+    write_raster(out, cube[2:4], None)
+    assert _names(tmp_path) == ["out.tif"]

@@ -13,8 +13,10 @@ class HsrDiffAlgorithm(QgsProcessingAlgorithm):
     """Subclasses set ``NAME``, ``DISPLAY``, ``GROUP``, ``GROUP_ID`` and ``HELP`` and implement ``initAlgorithm``/``execute``.
 
     ``processAlgorithm`` calls ``execute(parameters, context, feedback)`` and turns the core's
-    ``ValueError``s (bad input: the message names the layer) and cancellations into
-    ``QgsProcessingException``s, so the toolbox, the modeler and ``qgis_process`` show them.
+    ``ValueError``s (bad input: the message names the layer; ``RasterError`` for an output that
+    cannot be written, a full disk or an output another run writes), ``OSError``s and
+    cancellations into ``QgsProcessingException``s with that one message, so the toolbox, the
+    modeler and ``qgis_process`` show it without a traceback.
     """
 
     NAME = ""
