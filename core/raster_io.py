@@ -49,6 +49,7 @@ __all__ = [
     "OutputLocked",
     "OutputLock",
     "RasterReader",
+    "commit_all",
     "RasterWriter",
     "read_meta",
     "read_raster",
@@ -782,6 +783,26 @@ class RasterWriter:
         if getattr(self, "_ds", None) is not None or getattr(getattr(self, "_lock", None), "held", False):
             with contextlib.suppress(Exception):
                 self.abort()
+
+
+def commit_all(writers: list[RasterWriter]) -> list[Path]:
+    """Commit several writers as one result: when one fails, the others are aborted or removed again.
+
+    Use for files that only make sense together (an output and its uncertainty); the writers
+    are not context managers then (``abort`` them on the error paths before this call).
+    """
+    done: list[Path] = []
+    try:
+        for w in writers:
+            done.append(w.commit())
+    except BaseException:
+        for w in writers[len(done):]:
+            w.abort()
+        for p in done:
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+        raise
+    return done
 
 
 def write_raster(path: str | os.PathLike, array: np.ndarray, meta: RasterMeta | None = None, **overrides) -> Path:

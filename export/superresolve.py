@@ -27,7 +27,7 @@ import numpy as np
 
 from core.pairing import PairGeometry, check_pair
 from core.progress import Cancelled, Progress
-from core.raster_io import RasterMeta, RasterReader, RasterWriter, Window
+from core.raster_io import RasterMeta, RasterReader, RasterWriter, Window, commit_all
 
 from . import defaults as dflt
 from .metadata import ModelMetadata, read_metadata
@@ -298,15 +298,18 @@ def superresolve(
         shape = (lm.bands, source.rows, source.cols)  # every input band; those the model skips are nodata
         common = dict(geotransform=geom.geotransform, crs_wkt=geom.crs_wkt, nodata=nodata, wavelengths=wl, fwhm=fw,
                       bad_bands=lm.bad_bands)
-        out = stack.enter_context(RasterWriter(out_path, shape, band_names=lm.band_names, metadata=provenance, **common))
+        out = RasterWriter(out_path, shape, band_names=lm.band_names, metadata=provenance, **common)
+        stack.callback(out.abort)  # after a commit there is nothing left to abort
         unc = None
         if unc_path is not None:
-            unc = stack.enter_context(RasterWriter(unc_path, shape, band_names=[f"std {n}" for n in lm.band_names],
-                                                   metadata={**provenance, "hsr_diff_content": "per-pixel standard deviation "
-                                                             f"of {samples} samples"}, **common))
+            unc = RasterWriter(unc_path, shape, band_names=[f"std {n}" for n in lm.band_names],
+                               metadata={**provenance, "hsr_diff_content": f"per-pixel standard deviation of {samples} samples"},
+                               **common)
+            stack.callback(unc.abort)
         stats = run_tiled(den, source, _WriterSink(out, unc, bands), steps=steps, sampler=sampler, eta=eta, seed=seed, samples=samples,
                           tile=tile, overlap=overlap, batch=batch, progress=_Eta(prog.sub(PHASES["base"], 1.0), log),
                           with_std=unc is not None)
+        commit_all([out] if unc is None else [out, unc])
     seconds = time.perf_counter() - t0
     log.info("wrote %s (%d x %d x %d) in %.1f s on %s", out_path, *shape, seconds, den.info.provider)
     return SuperResolveResult(str(out_path), None if unc_path is None else str(unc_path), shape[0], shape[1], shape[2],

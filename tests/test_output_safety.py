@@ -155,3 +155,26 @@ def test_qgis_process_full_disk(pair, model, tmp_path):
     assert re.fullmatch(re.escape(f"{out}: writing the output failed (") + r".*File too large.*\); the disk may be full or the "
                         "folder not writable; no output was written", said.pop()), text
     assert "ERROR:" in text and _names(out.parent) == []
+
+
+def test_output_and_uncertainty_are_published_together(pair, model, tmp_path, monkeypatch):
+    """When the second of the two files fails at commit, the first is removed again: no half result."""
+    from core.raster_io import RasterError
+    from export.superresolve import superresolve
+
+    real = RasterWriter._publish
+
+    def publish(self):
+        if self.path.name == "std.tif":
+            raise RasterError(f"{self.path}: cannot put the finished output in place (test); no output was written")
+        real(self)
+
+    monkeypatch.setattr(RasterWriter, "_publish", publish)
+    with pytest.raises(RasterError, match="std.tif"):
+        superresolve(pair["lr"], pair["msi"], model, tmp_path / "sr.tif", steps=1, samples=2,
+                     uncertainty_path=tmp_path / "std.tif", threads=1)
+    assert _names(tmp_path) == []
+    monkeypatch.setattr(RasterWriter, "_publish", real)
+    superresolve(pair["lr"], pair["msi"], model, tmp_path / "sr.tif", steps=1, samples=2,
+                 uncertainty_path=tmp_path / "std.tif", threads=1)
+    assert _names(tmp_path) == ["sr.tif", "std.tif"]
