@@ -35,10 +35,36 @@ def pairs(shared_data, tmp_path_factory):
     return d, out
 
 
+class Recorder(QgsProcessingFeedback):
+    """Keeps what an algorithm reports: progress values, progress texts and log lines."""
+
+    def __init__(self):
+        super().__init__()
+        self.values, self.texts, self.infos = [], [], []
+
+    def setProgress(self, progress):  # noqa: N802 (QGIS API name)
+        super().setProgress(progress)
+        self.values.append(progress)
+
+    def setProgressText(self, text):  # noqa: N802 (QGIS API name)
+        super().setProgressText(text)
+        self.texts.append(text)
+
+    def pushInfo(self, info):  # noqa: N802 (QGIS API name)
+        super().pushInfo(info)
+        self.infos.append(info)
+
+
 def test_superresolve_with_bundled_model(qgis_app, pairs):
     d, ((lr, msi, hr), _) = pairs
+    fb = Recorder()
     res = run("superresolve", {"LR_HSI": str(lr), "HR_MSI": str(msi), "STEPS": 4, "OUTPUT": str(d / "sr.tif"),
-                               "SAMPLES": 2, "UNCERTAINTY": str(d / "std.tif")})
+                               "SAMPLES": 2, "UNCERTAINTY": str(d / "std.tif")}, feedback=fb)
+    # Every phase moves the bar, in order, and the output size is logged before the tiles run.
+    assert fb.values == sorted(fb.values) and fb.values[-1] == 100
+    texts = " | ".join(fb.texts)
+    assert texts.index("checking the inputs") < texts.index("fitting MTF-GLP-HS") < texts.index("tile 1/1")
+    assert any(i.startswith("output: 224 bands x 48 x 48 px") for i in fb.infos)
     out, om = read_raster(res["OUTPUT"])
     mm, hm = read_meta(msi), read_meta(hr)
     assert om.geotransform == mm.geotransform and om.crs_wkt == mm.crs_wkt

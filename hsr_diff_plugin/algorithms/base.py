@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 
 from qgis.core import QgsProcessingAlgorithm, QgsProcessingException
@@ -76,6 +78,30 @@ class HsrDiffAlgorithm(QgsProcessingAlgorithm):
                 feedback.setProgressText(message)
 
         return Progress(report, feedback.isCanceled)
+
+    @staticmethod
+    @contextlib.contextmanager
+    def log_to(feedback, logger: str = "hsr_diff"):
+        """Forward the core's INFO records (output size, estimated time, ...) to ``feedback.pushInfo`` meanwhile.
+
+        Warnings are not forwarded: the algorithms push the result's notes themselves.
+        """
+
+        class _Feedback(logging.Handler):
+            def emit(self, record: logging.LogRecord) -> None:
+                if record.levelno < logging.WARNING:
+                    feedback.pushInfo(record.getMessage())
+
+        lg = logging.getLogger(logger)
+        handler, level = _Feedback(logging.INFO), lg.level
+        lg.addHandler(handler)
+        if lg.getEffectiveLevel() > logging.INFO:
+            lg.setLevel(logging.INFO)
+        try:
+            yield
+        finally:
+            lg.removeHandler(handler)
+            lg.setLevel(level)
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 (QGIS API name)
         from core.progress import Cancelled

@@ -87,19 +87,20 @@ class SuperResolveAlgorithm(HsrDiffAlgorithm):
         out = self.parameterAsOutputLayer(parameters, "OUTPUT", context)
         unc = self.parameterAsOutputLayer(parameters, "UNCERTAINTY", context) if parameters.get("UNCERTAINTY") else None
         prog = self.progress(feedback)
-        res = superresolve(
-            lr, msi, model, out,
-            steps=self.parameterAsInt(parameters, "STEPS", context),
-            sampler=SAMPLERS[self.parameterAsEnum(parameters, "SAMPLER", context)],
-            eta=self.parameterAsDouble(parameters, "ETA", context),
-            seed=self.parameterAsInt(parameters, "SEED", context),
-            samples=self.parameterAsInt(parameters, "SAMPLES", context),
-            tile=self.parameterAsInt(parameters, "TILE", context),
-            overlap=self.parameterAsInt(parameters, "OVERLAP", context),
-            device=DEVICES[self.parameterAsEnum(parameters, "DEVICE", context)],
-            uncertainty_path=unc, progress=prog.report, cancel=feedback.isCanceled,
-            lr_name=lr_name, msi_name=msi_name,
-        )
+        with self.log_to(feedback):
+            res = superresolve(
+                lr, msi, model, out,
+                steps=self.parameterAsInt(parameters, "STEPS", context),
+                sampler=SAMPLERS[self.parameterAsEnum(parameters, "SAMPLER", context)],
+                eta=self.parameterAsDouble(parameters, "ETA", context),
+                seed=self.parameterAsInt(parameters, "SEED", context),
+                samples=self.parameterAsInt(parameters, "SAMPLES", context),
+                tile=self.parameterAsInt(parameters, "TILE", context),
+                overlap=self.parameterAsInt(parameters, "OVERLAP", context),
+                device=DEVICES[self.parameterAsEnum(parameters, "DEVICE", context)],
+                uncertainty_path=unc, progress=prog.report, cancel=feedback.isCanceled,
+                lr_name=lr_name, msi_name=msi_name,
+            )
         for note in res.notes:
             feedback.pushWarning(note)
         feedback.pushInfo(f"{res.bands} bands, {res.cols} x {res.rows} px (scale {res.scale}), {res.tiles} tile(s), "
