@@ -50,6 +50,7 @@ __all__ = [
     "OutputLock",
     "RasterReader",
     "commit_all",
+    "bounded_gdal_cache",
     "RasterWriter",
     "read_meta",
     "read_raster",
@@ -783,6 +784,29 @@ class RasterWriter:
         if getattr(self, "_ds", None) is not None or getattr(getattr(self, "_lock", None), "held", False):
             with contextlib.suppress(Exception):
                 self.abort()
+
+
+GDAL_CACHE_BYTES = 256 * 1024 * 1024
+"""GDAL's block cache during a windowed run (its default, 5 % of the RAM, would grow the process with the area)."""
+
+
+@contextlib.contextmanager
+def bounded_gdal_cache(max_bytes: int = GDAL_CACHE_BYTES):
+    """Lower GDAL's block cache to ``max_bytes`` meanwhile (never raise it); a ``GDAL_CACHEMAX`` the user set wins.
+
+    Windowed reads and writes touch each block once or twice, so a large cache only holds
+    clean blocks that are never read again: peak memory then grows with the raster up to the
+    cache size instead of following the window.
+    """
+    before = gdal.GetCacheMax()
+    change = gdal.GetConfigOption("GDAL_CACHEMAX") is None and before > max_bytes
+    if change:
+        gdal.SetCacheMax(int(max_bytes))
+    try:
+        yield
+    finally:
+        if change:
+            gdal.SetCacheMax(before)
 
 
 def commit_all(writers: list[RasterWriter]) -> list[Path]:

@@ -27,7 +27,7 @@ import numpy as np
 
 from core.pairing import PairGeometry, check_pair
 from core.progress import Cancelled, Progress
-from core.raster_io import RasterMeta, RasterReader, RasterWriter, Window, commit_all
+from core.raster_io import RasterMeta, RasterReader, RasterWriter, Window, bounded_gdal_cache, commit_all
 
 from . import defaults as dflt
 from .metadata import ModelMetadata, read_metadata
@@ -267,6 +267,7 @@ def superresolve(
     md = read_metadata(model_path)
     geom = check_pair(lr_path, msi_path, lr_name=lr_name, msi_name=msi_name)
     with ExitStack() as stack:
+        stack.enter_context(bounded_gdal_cache())
         lr = stack.enter_context(RasterReader(lr_path))
         msi = stack.enter_context(RasterReader(msi_path))
         notes, bands = check_inputs(lr.meta, msi.meta, md, geom, model_path, lr_name, msi_name, allow_scale_mismatch)

@@ -362,3 +362,16 @@ def test_stale_lock_of_a_dead_process_is_taken_over(enmap, tmp_path):
     os.utime(lock, (old, old))
     write_raster(out, cube[2:4], None)
     assert _names(tmp_path) == ["out.tif"]
+
+
+def test_gdal_cache_is_bounded_during_a_windowed_run_and_restored():
+    from osgeo import gdal
+
+    from core.raster_io import bounded_gdal_cache
+
+    before = gdal.GetCacheMax()
+    with bounded_gdal_cache(64 * 1024 * 1024):
+        assert gdal.GetCacheMax() == min(before, 64 * 1024 * 1024)
+    assert gdal.GetCacheMax() == before
+    with bounded_gdal_cache(before * 2):  # never raised
+        assert gdal.GetCacheMax() == before
