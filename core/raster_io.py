@@ -50,6 +50,7 @@ __all__ = [
     "OutputLock",
     "RasterReader",
     "commit_all",
+    "bands_with_data",
     "bounded_gdal_cache",
     "RasterWriter",
     "read_meta",
@@ -784,6 +785,25 @@ class RasterWriter:
         if getattr(self, "_ds", None) is not None or getattr(getattr(self, "_lock", None), "held", False):
             with contextlib.suppress(Exception):
                 self.abort()
+
+
+def bands_with_data(read, rows: int, cols: int, progress=None, strip: int = 256) -> np.ndarray:
+    """``(bands,)`` bool: which bands of ``read(row0, col0, rows, cols)`` hold a finite value anywhere.
+
+    Reads strips of ``strip`` rows; stops early once every band has shown data.
+    ``progress(fraction, message)`` is called after each strip.
+    """
+    found = None
+    starts = range(0, rows, strip)
+    for k, r in enumerate(starts):
+        a = read(r, 0, min(strip, rows - r), cols)
+        hit = np.isfinite(a).any(axis=(1, 2))
+        found = hit if found is None else found | hit
+        if progress is not None:
+            progress((k + 1) / len(starts), "checking the inputs for empty bands")
+        if found.all():
+            break
+    return found
 
 
 GDAL_CACHE_BYTES = 256 * 1024 * 1024

@@ -7,9 +7,21 @@ to the last bit.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import NamedTuple
+
 import numpy as np
 
-__all__ = ["upsample", "cubic_taps"]
+__all__ = ["upsample", "cubic_taps", "upsample_window", "LRWindow"]
+
+
+class LRWindow(NamedTuple):
+    """A window of the LR grid, in the field order of ``core.raster_io.Window``."""
+
+    col_off: int
+    row_off: int
+    width: int
+    height: int
 
 
 def _keys(x: np.ndarray, a: float = -0.5) -> np.ndarray:
@@ -52,3 +64,29 @@ def upsample(cube: np.ndarray, scale: int) -> np.ndarray:
     ci, cw = cubic_taps(cube.shape[2], scale)
     rows = np.einsum("brkc,rk->brc", cube[:, ri, :], rw)
     return np.einsum("brck,ck->brc", rows[:, :, ci], cw).astype(np.float32)
+
+
+def upsample_window(read_lr: Callable[[LRWindow], np.ndarray], lr_rows: int, lr_cols: int, scale: int, window,
+                    fill: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Window of ``core.resample.upsample(lr, scale)`` computed from the LR pixels it needs.
+
+    ``window`` is an HR-grid window (``col_off, row_off, width, height``); ``read_lr(LRWindow)``
+    returns ``(bands, h, w)`` with NaN at nodata. NaNs are replaced by ``fill`` (per band; 0 by
+    default) before interpolating. Returns the upsampled window and its
+    ``(bands, height, width)`` bool mask of HR pixels whose own LR pixel is nodata.
+    Equals the same window of ``upsample`` over the whole LR grid (edges replicate the same way).
+    """
+    ri, rw = cubic_taps(lr_rows, scale, offset=window.row_off, n_out=window.height)
+    ci, cw = cubic_taps(lr_cols, scale, offset=window.col_off, n_out=window.width)
+    r_lo, r_hi, c_lo, c_hi = int(ri.min()), int(ri.max()) + 1, int(ci.min()), int(ci.max()) + 1
+    lr = read_lr(LRWindow(c_lo, r_lo, c_hi - c_lo, r_hi - r_lo))
+    bad = ~np.isfinite(lr)
+    if bad.any():
+        f = np.zeros(lr.shape[0], np.float32) if fill is None else np.asarray(fill, np.float32)
+        lr = np.where(bad, f[:, None, None], lr)
+    rows = np.einsum("brkc,rk->brc", lr[:, ri - r_lo, :], rw)
+    up = np.einsum("brck,ck->brc", rows[:, :, ci - c_lo], cw).astype(np.float32)
+    own_r = np.arange(window.row_off, window.row_off + window.height) // scale - r_lo
+    own_c = np.arange(window.col_off, window.col_off + window.width) // scale - c_lo
+    invalid = bad[:, own_r][:, :, own_c]
+    return up, invalid

@@ -27,7 +27,7 @@ import numpy as np
 
 from core.pairing import PairGeometry, check_pair
 from core.progress import Cancelled, Progress
-from core.raster_io import RasterMeta, RasterReader, RasterWriter, Window, bounded_gdal_cache, commit_all
+from core.raster_io import RasterMeta, RasterReader, RasterWriter, Window, bands_with_data, bounded_gdal_cache, commit_all
 
 from . import defaults as dflt
 from .metadata import ModelMetadata, read_metadata
@@ -122,25 +122,6 @@ class RasterPairSource:
         up, invalid = upsample_window(self._read_lr, lw.height, lw.width, self.scale, window, lr_fill)
         msi = self.read_msi_block(window.row_off, window.col_off, window.height, window.width)
         return up, *msi_validity(msi, invalid, msi_fill, self._msi_good)
-
-
-def bands_with_data(read, rows: int, cols: int, progress=None, strip: int = 256) -> np.ndarray:
-    """``(bands,)`` bool: which bands of ``read(row0, col0, rows, cols)`` hold a finite value anywhere.
-
-    Reads strips of ``strip`` rows; stops early once every band has shown data.
-    ``progress(fraction, message)`` is called after each strip.
-    """
-    found = None
-    starts = range(0, rows, strip)
-    for k, r in enumerate(starts):
-        a = read(r, 0, min(strip, rows - r), cols)
-        hit = np.isfinite(a).any(axis=(1, 2))
-        found = hit if found is None else found | hit
-        if progress is not None:
-            progress((k + 1) / len(starts), "checking the inputs for empty bands")
-        if found.all():
-            break
-    return found
 
 
 def _dead_bands(source: RasterPairSource, lr_name: str, msi_name: str, progress) -> tuple[np.ndarray, np.ndarray, list[str]]:

@@ -100,3 +100,45 @@ def test_assess_files_tables(shared_data, simulated, tmp_path):
     assert rows[0] == ["metric", "value"] and {r[0] for r in rows[1:9]} >= {"psnr", "ssim", "sam", "ergas"}
     with pytest.raises(ValueError, match="has 224 bands but result layer 'msi.tif' has 10"):
         assess_files(shared_data / ENMAP, d / "msi.tif", 4)
+
+
+@pytest.fixture(scope="module")
+def nodata_pair(tmp_path_factory, shared_data):
+    from export.testing import make_enmap_pair
+
+    return make_enmap_pair(tmp_path_factory.mktemp("cpair"), shared_data, bands=list(range(0, 224, 16)), scale=4, msi_bands=4)
+
+
+@pytest.mark.parametrize("method", ["bicubic", "mtf_glp_hs"])
+def test_streamed_classical_fusion_equals_the_whole_image(nodata_pair, tmp_path, monkeypatch, method):
+    """Windows of 32 px (the fit on every block) give the in-memory result, except within the filters' reach of nodata."""
+    from core.baselines import BASELINES
+    from core.jobs import classical
+    from core.jobs.classical import fuse_classical_files
+
+    monkeypatch.setattr(classical, "WINDOW", 32)
+    p = nodata_pair
+    res = fuse_classical_files(method, p["lr"], p["msi"], tmp_path / "f.tif")
+    out, _ = read_raster(res.path)
+    lr, _ = read_raster(p["lr"])
+    msi, _ = read_raster(p["msi"])
+    c0 = lr.shape[2] - msi.shape[2] // 4
+    lr = lr[:, :msi.shape[1] // 4, c0:]
+    whole = BASELINES[method](lr, msi, 4)
+    bad = ~np.isfinite(msi).all(axis=0) | np.repeat(np.repeat(~np.isfinite(lr).all(axis=0), 4, 0), 4, 1)
+    assert np.isnan(out[:, bad]).all()
+    near = np.zeros(bad.shape, bool)
+    for r, c in zip(*np.nonzero(bad), strict=True):
+        near[max(r - 24, 0):r + 24, max(c - 24, 0):c + 24] = True
+    np.testing.assert_allclose(out[:, ~near], whole[:, ~near], rtol=0, atol=1e-5 * np.abs(whole).max())
+
+
+def test_global_classical_method_is_refused_up_front_when_it_cannot_fit(nodata_pair, tmp_path, monkeypatch):
+    from core.jobs import classical
+    from core.jobs.classical import fuse_classical_files
+
+    monkeypatch.setattr(classical, "_available", lambda: 1_000_000)
+    with pytest.raises(ValueError, match=r"GSA holds the whole common area in memory: about 0\.\d GB .* 0\.0 GB are available"):
+        fuse_classical_files("gsa", nodata_pair["lr"], nodata_pair["msi"], tmp_path / "g.tif")
+    assert list(tmp_path.iterdir()) == []
+    fuse_classical_files("mtf_glp_hs", nodata_pair["lr"], nodata_pair["msi"], tmp_path / "g.tif")  # streamed: runs

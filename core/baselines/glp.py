@@ -195,14 +195,25 @@ class GLPStream:
         self.params = acc.solve((len(picked), len(grid)))
         return self.params
 
-    def window(self, row0: int, col0: int, rows: int, cols: int) -> np.ndarray:
-        """The fusion over an HR window: float32 ``(bands, rows, cols)``, NaN-free."""
+    def window(self, row0: int, col0: int, rows: int, cols: int, with_valid: bool = False):
+        """The fusion over an HR window: float32 ``(bands, rows, cols)``, NaN-free.
+
+        With ``with_valid``, also the ``(rows, cols)`` mask of pixels whose MSI pixel and LR pixel
+        (every band but the dead ones) are valid.
+        """
         if self.params is None:
             raise RuntimeError("GLPStream.fit() must run before window()")
-        up, low, msi, _ = self._hr(row0, col0, rows, cols)
+        up, low, msi, valid = self._hr(row0, col0, rows, cols)
         p = self.params
         detail = np.tensordot(p.coef.T.astype(np.float32), msi - low, axes=(1, 0))
-        return up + p.gains[:, None, None].astype(np.float32) * detail
+        fused = up + p.gains[:, None, None].astype(np.float32) * detail
+        return (fused, valid) if with_valid else fused
+
+    def upsampled(self, row0: int, col0: int, rows: int, cols: int) -> tuple[np.ndarray, np.ndarray]:
+        """The bicubic upsampling of the nodata-filled LR-HSI over an HR window and the validity mask
+        (as :meth:`window`); needs no fit."""
+        up, _, _, valid = self._hr(row0, col0, rows, cols)
+        return up, valid
 
 
 class _Sums:

@@ -11,13 +11,18 @@ import numpy as np
 from ..baselines import BASELINES
 from ..pairing import check_pair
 from ..progress import Progress, as_progress
-from ..raster_io import RasterWriter, read_raster
+from ..raster_io import RasterReader, RasterWriter, Window, bands_with_data, bounded_gdal_cache, read_meta, read_raster
 from ..sensor import gaussian_psf
 from .common import hr_valid_mask, response_for
 
-__all__ = ["ClassicalResult", "fuse_classical_files", "METHODS"]
+__all__ = ["ClassicalResult", "fuse_classical_files", "METHODS", "STREAMED", "memory_needed"]
 
 METHODS = tuple(BASELINES)
+STREAMED = ("bicubic", "mtf_glp_hs")
+"""Methods written window by window (memory follows the window); the others need the whole area in memory."""
+CUBES = {"gsa": 5.0, "cnmf": 4.5}
+"""Float32 output-sized cubes a global method holds at its peak (inputs, its work arrays, the output)."""
+WINDOW = 512  # HR pixels per written window of a streamed method
 
 
 @dataclass
@@ -45,15 +50,28 @@ def fuse_classical_files(
     ``sensor`` gives the spectral response (CNMF uses it; without it CNMF estimates one);
     ``sigma`` the Gaussian PSF in HR pixels (default FWHM = scale). The output keeps the HSI's
     wavelengths, band names and bad-band list and the MSI's geotransform and CRS; it is nodata
-    where either input is. These methods are global: the common area must fit in memory (about
-    four float32 output-sized cubes).
+    where either input is. Bicubic and MTF-GLP-HS are computed window by window (:data:`STREAMED`;
+    memory follows the window, the GLP fit uses a bounded sample); GSA and CNMF need the whole common
+    area in memory (:func:`memory_needed`) and are refused up front, with the size, when it is not available.
     """
     if method not in BASELINES:
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(BASELINES)}")
     prog = as_progress(progress)
     t0 = time.perf_counter()
     geo = check_pair(lr_path, msi_path, lr_name, msi_name)
-    prog.report(0.05, f"pair checked: scale {geo.scale}, common area {geo.msi_window.width} x {geo.msi_window.height} px")
+    prog.report(0.02, f"pair checked: scale {geo.scale}, common area {geo.msi_window.width} x {geo.msi_window.height} px")
+    if method in STREAMED:
+        with bounded_gdal_cache():
+            shape = _fuse_streamed(method, lr_path, msi_path, out_path, geo, sigma, lr_name, msi_name, prog)
+        prog.report(1.0, "done")
+        return ClassicalResult(str(out_path), method, geo.scale, shape, time.perf_counter() - t0)
+    lm = read_meta(lr_path)
+    need, avail = memory_needed(method, int(lm.good_bands.sum()), geo.msi_window.height, geo.msi_window.width), _available()
+    if avail is not None and need > avail:
+        raise ValueError(f"{method.upper()} holds the whole common area in memory: about {need / 1e9:.1f} GB for "
+                         f"{int(lm.good_bands.sum())} bands x {geo.msi_window.width} x {geo.msi_window.height} px, but "
+                         f"{avail / 1e9:.1f} GB are available; use MTF-GLP-HS or bicubic (computed window by window) "
+                         "or clip the layers to a smaller area")
     lr, lm = read_raster(lr_path, geo.lr_window)
     msi, mm = read_raster(msi_path, geo.msi_window)
     good = lm.good_bands & np.isfinite(lr).any(axis=(1, 2))
@@ -71,10 +89,68 @@ def fuse_classical_files(
     out = np.full((lm.bands, *valid.shape), np.nan, np.float32)
     out[good] = fused
     out[:, ~valid] = np.nan
-    nodata = next((v for v in lm.nodata if v is not None), None)
-    with RasterWriter(out_path, out.shape, geo.geotransform, geo.crs_wkt, nodata=nodata, band_names=lm.band_names,
-                      wavelengths=lm.wavelengths, fwhm=lm.fwhm, bad_bands=lm.bad_bands,
-                      metadata={"hsrdiff_method": method, "hsrdiff_scale": geo.scale}) as w:
+    with _writer(out_path, out.shape, geo, lm, method) as w:
         w.write(out)
     prog.report(1.0, "done")
     return ClassicalResult(str(out_path), method, geo.scale, out.shape, time.perf_counter() - t0)
+
+
+def memory_needed(method: str, bands: int, rows: int, cols: int) -> int:
+    """Bytes a global ``method`` needs for ``bands`` x ``rows`` x ``cols`` output pixels (0 for a streamed one)."""
+    return 0 if method in STREAMED else int(CUBES.get(method, 5.0) * bands * rows * cols * 4)
+
+
+def _available() -> int | None:
+    """Bytes of memory available to this process now (``MemAvailable``), None where unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration, ValueError):
+        return None
+
+
+def _writer(out_path, shape, geo, lm, method: str) -> RasterWriter:
+    nodata = next((v for v in lm.nodata if v is not None), None)
+    return RasterWriter(out_path, shape, geo.geotransform, geo.crs_wkt, nodata=nodata, band_names=lm.band_names,
+                        wavelengths=lm.wavelengths, fwhm=lm.fwhm, bad_bands=lm.bad_bands,
+                        metadata={"hsrdiff_method": method, "hsrdiff_scale": geo.scale})
+
+
+def _fuse_streamed(method, lr_path, msi_path, out_path, geo, sigma, lr_name, msi_name, prog) -> tuple[int, int, int]:
+    """Bicubic or MTF-GLP-HS window by window: the global fit on a bounded sample, then windows of ``WINDOW`` px."""
+    from ..baselines.glp import GLPStream
+
+    lw, mw, s = geo.lr_window, geo.msi_window, geo.scale
+    ln, mn = lr_name or os.path.basename(str(lr_path)), msi_name or os.path.basename(str(msi_path))
+    with RasterReader(lr_path) as lr, RasterReader(msi_path) as msi:
+        good = [int(b) for b in np.flatnonzero(lr.meta.good_bands)]
+
+        def read_lr(r0, c0, rows, cols):
+            return lr.read(Window(lw.col_off + c0, lw.row_off + r0, cols, rows), bands=good)
+
+        def read_msi(r0, c0, rows, cols):
+            return msi.read(Window(mw.col_off + c0, mw.row_off + r0, cols, rows))
+
+        lr_ok = bands_with_data(read_lr, lw.height, lw.width, prog.sub(0.02, 0.04).report)
+        msi_ok = bands_with_data(read_msi, mw.height, mw.width, prog.sub(0.04, 0.06).report)
+        for ok, name, kind in ((lr_ok, ln, "LR-HSI"), (msi_ok, mn, "HR-MSI")):
+            if not ok.any():
+                raise ValueError(f"{kind} layer '{name}' has no valid pixel in the area it shares with the other layer")
+        stream = GLPStream(read_lr, read_msi, (lw.height, lw.width), s, gaussian_psf(s, sigma) if sigma else None,
+                           ~lr_ok, ~msi_ok)
+        if method == "mtf_glp_hs":
+            stream.fit(progress=prog.sub(0.06, 0.15).report)
+        shape = (lr.meta.bands, mw.height, mw.width)
+        windows = [(r, c) for r in range(0, mw.height, WINDOW) for c in range(0, mw.width, WINDOW)]
+        tiles = prog.sub(0.15, 1.0)
+        with _writer(out_path, shape, geo, lr.meta, method) as w:
+            for k, (r, c) in enumerate(windows):
+                h, wd = min(WINDOW, mw.height - r), min(WINDOW, mw.width - c)
+                fused, valid = stream.window(r, c, h, wd, True) if method == "mtf_glp_hs" else stream.upsampled(r, c, h, wd)
+                fused[:, ~valid] = np.nan
+                fused[~lr_ok] = np.nan
+                out = np.full((shape[0], h, wd), np.nan, np.float32)
+                out[good] = fused
+                w.write(out, Window(c, r, wd, h))
+                tiles.report((k + 1) / len(windows), f"{method}: window {k + 1}/{len(windows)}")
+    return shape

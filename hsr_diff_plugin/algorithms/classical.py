@@ -26,7 +26,9 @@ class ClassicalFusionAlgorithm(HsrDiffAlgorithm):
         "response, estimated from the pair when none is given).<br>The pair must share a CRS, overlap, and have an "
         "integer pixel-size ratio (2-16) on aligned grids; the output covers their common area on the MSI grid, "
         "keeps the HSI wavelengths and is nodata where either input is. PSF sigma in HR pixels (0 = FWHM equals the "
-        "scale). Global methods: the common area must fit in memory."
+        "scale).<br>Bicubic and MTF-GLP-HS run window by window, so any area fits (MTF-GLP-HS fits its regression on a "
+        "bounded sample of the area). GSA and CNMF hold the whole common area in memory (about 5 output-sized float32 "
+        "cubes); they are refused before any work, with the size they would need, when it is not available."
     )
 
     def initAlgorithm(self, config=None):  # noqa: N802 (QGIS API name)
