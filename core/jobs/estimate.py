@@ -11,7 +11,8 @@ import numpy as np
 from ..pairing import check_pair
 from ..progress import Progress, as_progress
 from ..raster_io import read_raster
-from ..sensor import estimate_psf_sigma, estimate_srf
+from ..sensor import estimate_srf
+from ..sensor.estimate import estimate_registration
 from .common import response_for
 
 __all__ = ["SensorEstimate", "estimate_files", "write_srf_csv"]
@@ -21,7 +22,9 @@ __all__ = ["SensorEstimate", "estimate_files", "write_srf_csv"]
 class SensorEstimate:
     """``matrix`` ``(msi_bands, hsi_bands)`` with unit row sums, ``gain`` the row sums before that
     (radiometric gain between the images), per-band relative ``srf_residual``, the PSF ``sigma``
-    in HR pixels and its relative ``psf_residual``; ``scale`` from the pair's geometry."""
+    in HR pixels and its relative ``psf_residual``; ``scale`` from the pair's geometry; ``dy``, ``dx``
+    the registration offset in HR pixels (:func:`core.sensor.estimate.estimate_registration`) and
+    ``psf_residual_centred`` the misfit with no offset and the nominal width."""
 
     matrix: np.ndarray
     gain: np.ndarray
@@ -31,6 +34,9 @@ class SensorEstimate:
     scale: int
     msi_band_names: list[str]
     wavelengths: np.ndarray | None
+    dy: float = 0.0
+    dx: float = 0.0
+    psf_residual_centred: float = float("nan")
 
 
 def estimate_files(
@@ -40,7 +46,8 @@ def estimate_files(
     srf_csv_out: str | os.PathLike | None = None,
     progress: Progress | None = None,
 ) -> SensorEstimate:
-    """Estimate the response (NNLS, HySure-style) then the PSF sigma on the pair's common area.
+    """Estimate the registration offset and PSF width, then the response (NNLS, HySure-style) through
+    that PSF, on the pair's common area.
 
     ``sensor_hint``: a sensor name or CSV whose bands match the MSI's; the fit is then confined to
     the HSI bands each MSI band's nominal response covers, which conditions it much better.
@@ -59,21 +66,22 @@ def estimate_files(
             raise ValueError(f"sensor hint {sensor_hint} has {nominal.msi_bands} bands but HR-MSI layer "
                              f"'{os.path.basename(str(msi_path))}' has {msi.shape[0]}")
         support = (nominal.matrix > 1e-3 * nominal.matrix.max(axis=1, keepdims=True))[:, good]
-    prog.report(0.1, "estimating the spectral response (NNLS)")
     valid = np.isfinite(lr_good).all(axis=0)
-    raw, srf_res = estimate_srf(lr_good, msi, geo.scale, valid=valid, support=support)
+    prog.report(0.1, "estimating the registration offset and the PSF width")
+    reg = estimate_registration(lr_good, msi, geo.scale, valid=valid)
+    prog.report(0.6, "estimating the spectral response (NNLS)")
+    raw, srf_res = estimate_srf(lr_good, msi, geo.scale, psf=reg.psf(geo.scale), valid=valid, support=support)
     gain = raw.sum(axis=1)
     if np.any(gain <= 0):
         bad = [mm.band_names[i] for i in np.flatnonzero(gain <= 0)]
         raise ValueError(f"HR-MSI band(s) {', '.join(bad)} cannot be explained by the LR-HSI bands (zero response)")
-    prog.report(0.6, "estimating the PSF width")
-    sigma, psf_res = estimate_psf_sigma(lr_good, msi, geo.scale, raw, valid=valid)
     matrix = np.zeros((raw.shape[0], lr.shape[0]))
     matrix[:, good] = raw / gain[:, None]
-    est = SensorEstimate(matrix, gain, srf_res, sigma, psf_res, geo.scale, list(mm.band_names), lm.wavelengths)
+    est = SensorEstimate(matrix, gain, srf_res, reg.sigma, reg.residual, geo.scale, list(mm.band_names), lm.wavelengths,
+                         reg.dy, reg.dx, reg.residual_centred)
     if srf_csv_out:
         write_srf_csv(est, srf_csv_out)
-    prog.report(1.0, f"sigma = {sigma:.3f} HR px")
+    prog.report(1.0, f"sigma = {reg.sigma:.3f} HR px, offset dy {reg.dy:+.3f} dx {reg.dx:+.3f} HR px")
     return est
 
 

@@ -23,12 +23,15 @@ def sigma_for_scale(scale: int) -> float:
     return float(scale) * FWHM_TO_SIGMA
 
 
-def gaussian_psf(scale: int, sigma: float | None = None) -> np.ndarray:
+def gaussian_psf(scale: int, sigma: float | None = None, shift: tuple[float, float] = (0.0, 0.0)) -> np.ndarray:
     """Isotropic Gaussian PSF, float64 ``(k, k)`` summing to 1.
 
     ``sigma`` is in HR pixels (default :func:`sigma_for_scale`). The kernel is the Gaussian sampled
-    at pixel centres (as MATLAB's ``fspecial('gaussian')``), centred at ``(k - 1) / 2``, with the
-    smallest ``k >= max(scale, 6 sigma)`` whose parity is that of ``scale`` (support about +-3 sigma).
+    at pixel centres (as MATLAB's ``fspecial('gaussian')``), centred at ``(k - 1) / 2 + shift``, with
+    the smallest ``k >= max(scale, 6 sigma + 2 max|shift|)`` whose parity is that of ``scale`` (support
+    about +-3 sigma around the shifted centre). ``shift = (dy, dx)`` in HR pixels moves each LR pixel's
+    footprint off the centre of its HR block (down and right for positive values): a sub-pixel
+    misregistration between the LR and the HR grid.
     """
     _check_scale(scale)
     if sigma is None:
@@ -36,13 +39,14 @@ def gaussian_psf(scale: int, sigma: float | None = None) -> np.ndarray:
     sigma = float(sigma)
     if not sigma > 0:
         raise ValueError(f"PSF sigma must be > 0 HR pixels, got {sigma}")
-    k = max(int(scale), int(math.ceil(6.0 * sigma - 1e-9)))
+    dy, dx = (float(v) for v in shift)
+    k = max(int(scale), int(math.ceil(6.0 * sigma + 2.0 * max(abs(dy), abs(dx)) - 1e-9)))
     if k % 2 != scale % 2:
         k += 1
     x = np.arange(k, dtype=np.float64) - (k - 1) / 2.0
-    g = np.exp(-0.5 * (x / sigma) ** 2)
-    g /= g.sum()
-    return np.outer(g, g)
+    gy = np.exp(-0.5 * ((x - dy) / sigma) ** 2)
+    gx = np.exp(-0.5 * ((x - dx) / sigma) ** 2)
+    return np.outer(gy / gy.sum(), gx / gx.sum())
 
 
 def as_psf(psf: np.ndarray | float | None, scale: int) -> np.ndarray:

@@ -19,7 +19,11 @@ class EstimateSensorAlgorithm(HsrDiffAlgorithm):
     HELP = (
         "Estimates, from a real LR-HSI / HR-MSI pair with no reference, the spectral response matrix of the "
         "multispectral sensor on the hyperspectral bands (non-negative least squares, as HySure) and the width of "
-        "a Gaussian point-spread function (sigma in HR pixels) that best explains the LR-HSI from the HR-MSI. "
+        "a Gaussian point-spread function (sigma in HR pixels) and the sub-pixel registration offset of the LR grid "
+        "(DY, DX in HR pixels: how far each LR pixel's footprint sits off the centre of its HR block, down / right "
+        "positive; +-2.5 px at most) that best explain the LR-HSI from the HR-MSI. Offset and width are fitted first, "
+        "with no response needed (the LR's principal components regressed on the shifted, blurred MSI); the response is "
+        "then fitted through that PSF. "
         "An optional sensor hint confines each MSI band's fit to the HSI bands its nominal response covers, which "
         "conditions the fit much better. Writes the response as a CSV usable as a custom response elsewhere and "
         "reports the fit residuals (relative RMS)."
@@ -33,6 +37,8 @@ class EstimateSensorAlgorithm(HsrDiffAlgorithm):
         self.parameterDefinition("SENSOR").setDefaultValue(None)
         self.addParameter(QgsProcessingParameterFileDestination("SRF_OUT", "Estimated response CSV", "CSV files (*.csv)"))
         self.addOutput(QgsProcessingOutputNumber("SIGMA", "PSF sigma (HR pixels)"))
+        self.addOutput(QgsProcessingOutputNumber("DY", "Registration offset down (HR pixels)"))
+        self.addOutput(QgsProcessingOutputNumber("DX", "Registration offset right (HR pixels)"))
         self.addOutput(QgsProcessingOutputNumber("SCALE", "Scale factor"))
         self.addOutput(QgsProcessingOutputString("REPORT", "Report"))
 
@@ -43,9 +49,10 @@ class EstimateSensorAlgorithm(HsrDiffAlgorithm):
         msi, _ = self.layer_path(parameters, "HR_MSI", context)
         out = self.parameterAsFileOutput(parameters, "SRF_OUT", context)
         est = estimate_files(lr, msi, sensor_from_parameters(self, parameters, context), out, self.progress(feedback))
-        lines = [f"scale {est.scale}, PSF sigma {est.sigma:.3f} HR px (relative residual {est.psf_residual:.4f})"]
+        lines = [f"scale {est.scale}, PSF sigma {est.sigma:.3f} HR px, registration offset dy {est.dy:+.3f} dx {est.dx:+.3f} "
+                 f"HR px (relative residual {est.psf_residual:.4f}; {est.psf_residual_centred:.4f} centred, nominal width)"]
         for name, gain, res in zip(est.msi_band_names, est.gain, est.srf_residual, strict=True):
             lines.append(f"{name}: gain {gain:.4f}, relative residual {res:.4f}")
         for line in lines:
             feedback.pushInfo(line)
-        return {"SRF_OUT": out, "SIGMA": est.sigma, "SCALE": est.scale, "REPORT": "\n".join(lines)}
+        return {"SRF_OUT": out, "SIGMA": est.sigma, "DY": est.dy, "DX": est.dx, "SCALE": est.scale, "REPORT": "\n".join(lines)}
