@@ -38,13 +38,15 @@ def base_image(lr: np.ndarray, msi: np.ndarray, scale: int, base: str = "bicubic
     raise ValueError(f"unknown conditioning base {base!r}; choose one of {', '.join(BASES)}")
 
 
-def streamed_base(base: str, read_lr, read_msi, lr_shape: tuple[int, int], scale: int, psf_sigma: float | None = None,
+def streamed_base(base: str, read_lr, read_msi, lr_shape: tuple[int, int], scale: int, psf=None,
                   dead_lr: np.ndarray | None = None, dead_msi: np.ndarray | None = None, progress=None):
     """The conditioning base of a pair read window by window, fitted and ready; None for ``bicubic``.
 
     ``read_lr(row0, col0, rows, cols)`` / ``read_msi(...)`` read the LR-HSI on its ``lr_shape`` grid
     and the HR-MSI on the ``scale`` times finer grid (float32, NaN = nodata); ``dead_lr`` /
-    ``dead_msi`` mark bands with no valid pixel. The returned object's ``window(row0, col0, rows,
+    ``dead_msi`` mark bands with no valid pixel; ``psf`` the PSF the GLP filter is matched to: a
+    Gaussian sigma in HR pixels (the model's ``psf_sigma``), a kernel (e.g. an estimated, shifted one:
+    :meth:`core.sensor.estimate.Registration.psf`) or None (FWHM of ``scale``). The returned object's ``window(row0, col0, rows,
     cols)`` gives the base over an HR window (float32 ``(bands, rows, cols)``, physical units), equal
     to :func:`base_image` over the whole area away from nodata (to float32 rounding when the area
     has at most :data:`core.baselines.glp.MAX_FIT_LR_PIXELS` LR pixels; larger areas fit the global
@@ -54,9 +56,9 @@ def streamed_base(base: str, read_lr, read_msi, lr_shape: tuple[int, int], scale
         return None
     if base == "mtf_glp_hs":
         from .baselines.glp import GLPStream
-        from .sensor import gaussian_psf
+        from .sensor import as_psf
 
-        stream = GLPStream(read_lr, read_msi, lr_shape, scale, gaussian_psf(scale, psf_sigma), dead_lr, dead_msi)
+        stream = GLPStream(read_lr, read_msi, lr_shape, scale, as_psf(psf, scale), dead_lr, dead_msi)
         stream.fit(progress=progress)
         return stream
     raise ValueError(f"unknown conditioning base {base!r}; choose one of {', '.join(BASES)}")

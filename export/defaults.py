@@ -8,7 +8,7 @@ numbers they report are for the settings a user gets without touching anything.
 from __future__ import annotations
 
 __all__ = ["DEFAULT_STEPS", "DEFAULT_SAMPLER", "DEFAULT_ETA", "DEFAULT_SEED", "DEFAULT_SAMPLES", "DEFAULT_TILE",
-           "DEFAULT_OVERLAP", "DEFAULT_DEVICE", "sampler_kwargs"]
+           "DEFAULT_OVERLAP", "DEFAULT_DEVICE", "DEFAULT_DEGRADATION", "sampler_kwargs"]
 
 DEFAULT_STEPS = 25  # DDIM denoising steps
 DEFAULT_SAMPLER = "ddim"  # "ddim" | "ancestral"
@@ -18,6 +18,7 @@ DEFAULT_SAMPLES = 1
 DEFAULT_TILE = 256  # HR pixels
 DEFAULT_OVERLAP = 32  # HR pixels
 DEFAULT_DEVICE = "auto"
+DEFAULT_DEGRADATION = "estimate"  # "estimate" (from the pair) | "model" (the model's nominal PSF)
 
 
 def sampler_kwargs() -> dict:

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from core.jobs.common import DEGRADATIONS, SNAP_SHIFT_PX, SNAP_SIGMA, estimate_degradation
 from core.pairing import PairGeometry, check_pair
 from core.progress import Cancelled, Progress
 from core.raster_io import RasterMeta, RasterReader, RasterWriter, Window, bands_with_data, bounded_gdal_cache, commit_all
@@ -228,12 +229,16 @@ def superresolve(
     allow_scale_mismatch: bool = False,
     lr_name: str | None = None,
     msi_name: str | None = None,
+    degradation: str = dflt.DEFAULT_DEGRADATION,
 ) -> SuperResolveResult:
     """Fuse ``lr_path`` (LR-HSI) and ``msi_path`` (HR-MSI) with the model at ``model_path`` into ``out_path``.
 
     ``progress(fraction, message)`` and ``cancel() -> bool`` are called between denoising steps;
     a cancel raises :class:`core.progress.Cancelled` and leaves no output. ``samples > 1``
     averages several samples; their per-pixel standard deviation goes to ``uncertainty_path``.
+    ``degradation``: ``estimate`` matches the conditioning base's PSF (width and sub-pixel offset)
+    to the pair (:func:`core.jobs.common.estimate_degradation`, logged with its residual), ``model``
+    keeps the model's nominal one; it matters for models on a global base (``mtf_glp_hs``).
     """
     t0 = time.perf_counter()
     out_path = Path(out_path)
@@ -269,12 +274,32 @@ def superresolve(
         log.info("output: %d bands x %d x %d px (%.2f GB as float32), scale %d, %s %d steps x %d sample(s)",
                  lr.meta.bands, source.rows, source.cols, lr.meta.bands * source.rows * source.cols * 4 / 1e9, geom.scale,
                  sampler, steps, samples)
-        source = with_conditioning(source, md, prog.sub(PHASES["check"], PHASES["base"]).report, dead_lr, dead_msi)
+        psf = None
+        if degradation not in DEGRADATIONS:
+            raise ValueError(f"unknown degradation {degradation!r}; choose one of {', '.join(DEGRADATIONS)}")
+        if degradation == "estimate" and md.base != "bicubic":
+            prog.report(PHASES["check"], "estimating the pair's degradation")
+            reg, why = estimate_degradation(source.read_lr_block, source.read_msi_block, source.lr_shape, geom.scale, ln, mn,
+                                            md.psf_sigma)
+            for n in why:
+                log.warning(n)
+            notes += why
+            if reg is None and not why:
+                log.info("estimated degradation: the model's nominal one (no offset over %.2f HR px, width within %d %%)",
+                         SNAP_SHIFT_PX, round(100 * SNAP_SIGMA))
+            if reg is not None:
+                psf = reg.psf(geom.scale)
+                log.info("estimated degradation: offset dy %+.3f dx %+.3f HR px, PSF sigma %.3f HR px (model: %.3f); relative "
+                         "residual %.4f (%.4f with the nominal one)", reg.dy, reg.dx, reg.sigma, md.psf_sigma or float("nan"),
+                         reg.residual, reg.residual_centred)
+        source = with_conditioning(source, md, prog.sub(PHASES["check"], PHASES["base"]).report, dead_lr, dead_msi, psf)
         lm = lr.meta
         nodata = next((v for v in lm.nodata if v is not None), None)
         wl = lm.wavelengths if lm.wavelengths is not None else md.wavelengths_nm
         fw = lm.fwhm if lm.fwhm is not None else md.fwhm_nm
-        provenance = {"hsr_diff_model": os.path.basename(os.fspath(model_path)), "hsr_diff_model_info": md.describe(),
+        provenance = {"hsr_diff_degradation": "model" if psf is None else
+                      f"estimated: offset dy {reg.dy:+.3f} dx {reg.dx:+.3f} HR px, sigma {reg.sigma:.3f} HR px",
+                      "hsr_diff_model": os.path.basename(os.fspath(model_path)), "hsr_diff_model_info": md.describe(),
                       "hsr_diff_sampler": f"{sampler} steps={steps} eta={eta} seed={seed} samples={samples}",
                       "hsr_diff_inputs": f"{os.path.basename(os.fspath(lr_path))} + {os.path.basename(os.fspath(msi_path))}"}
         shape = (lm.bands, source.rows, source.cols)  # every input band; those the model skips are nodata
@@ -344,6 +369,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", choices=("auto", "cpu", "cuda", "tensorrt"), default=dflt.DEFAULT_DEVICE)
     ap.add_argument("--threads", type=int, default=None, help="CPU threads (default: all this process may use)")
     ap.add_argument("--uncertainty", default=None, help="also write the per-pixel standard deviation here")
+    ap.add_argument("--degradation", choices=DEGRADATIONS, default=dflt.DEFAULT_DEGRADATION,
+                    help="estimate: match the base's PSF and sub-pixel offset to the pair (default); model: as trained")
     ap.add_argument("--allow-fallback", action="store_true", help="run on the CPU when --device cuda/tensorrt is not usable")
     ap.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     args = ap.parse_args(argv)
@@ -353,7 +380,7 @@ def main(argv: list[str] | None = None) -> int:
         res = superresolve(args.lr, args.msi, args.model, args.out, steps=args.steps, sampler=args.sampler, eta=args.eta,
                            seed=args.seed, samples=args.samples, tile=args.tile, overlap=args.overlap, device=args.device,
                            uncertainty_path=args.uncertainty, progress=bar, batch=args.batch, threads=args.threads,
-                           allow_fallback=args.allow_fallback)
+                           allow_fallback=args.allow_fallback, degradation=args.degradation)
     except (Cancelled, KeyboardInterrupt):
         if bar:
             bar.close()

@@ -193,18 +193,19 @@ class StreamedBaseSource:
 
 
 def with_conditioning(source, md: ModelMetadata, progress=None, dead_lr: np.ndarray | None = None,
-                      dead_msi: np.ndarray | None = None):
+                      dead_msi: np.ndarray | None = None, psf=None):
     """``source`` itself for a bicubic-conditioned model, else a :class:`StreamedBaseSource` over it.
 
     ``source`` has ``lr_shape`` and ``read_lr_block`` / ``read_msi_block`` (``row0, col0, rows, cols``
     on the LR and the output grid); the base's global fit reports to ``progress(fraction, message)``.
+    ``psf`` (a kernel or sigma) replaces the model's nominal ``psf_sigma``, e.g. with the pair's estimate.
     """
     if md.base == "bicubic":
         return source
     from core.conditioning import streamed_base
 
     stream = streamed_base(md.base, source.read_lr_block, source.read_msi_block, source.lr_shape, source.scale,
-                           md.psf_sigma, dead_lr, dead_msi, progress)
+                           md.psf_sigma if psf is None else psf, dead_lr, dead_msi, progress)
     return StreamedBaseSource(source, stream)
 
 

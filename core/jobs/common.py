@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 
 import numpy as np
 
@@ -43,3 +44,54 @@ def hr_valid_mask(lr: np.ndarray, msi: np.ndarray, scale: int) -> np.ndarray:
     lr_ok = np.isfinite(lr).all(axis=0)
     lr_ok = np.repeat(np.repeat(lr_ok, scale, axis=0), scale, axis=1)
     return lr_ok & np.isfinite(msi).all(axis=0)
+
+
+DEGRADATIONS = ("estimate", "model")
+"""How a run learns the pair's spatial degradation: estimated from the pair, or the model's / nominal one."""
+
+
+SNAP_SHIFT_PX = 0.1
+"""Offsets below this (HR pixels, per axis) are taken as none: within the estimator's error on real pairs."""
+SNAP_SIGMA = 0.05
+"""PSF widths within this relative distance of the nominal one are taken as the nominal one."""
+
+
+def estimate_degradation(read_lr, read_msi, lr_shape: tuple[int, int], scale: int, lr_name: str, msi_name: str,
+                         nominal_sigma: float | None = None, max_lr: int = 128):
+    """The registration offset and PSF width of a pair from a central crop of at most ``max_lr`` LR pixels a side.
+
+    ``read_lr(row0, col0, rows, cols)`` / ``read_msi(...)`` read the LR-HSI and the HR-MSI (``scale`` times
+    finer) over the common area, NaN = nodata. Returns ``(registration or None, notes)``: None with a
+    note saying why when the pair is too small, flat or mostly nodata, or when the estimate lies far
+    outside what a well-matched pair shows (offset over 2 HR pixels, width off by 3x: a registration
+    or scale problem, naming both layers), so the caller falls back to the nominal degradation
+    (``nominal_sigma``, default FWHM = ``scale``). Offsets below :data:`SNAP_SHIFT_PX` and widths within
+    :data:`SNAP_SIGMA` of the nominal one are snapped to it: a filter that differs from the pair's by
+    less than the estimator can tell costs more than it gains at high PSNR.
+    """
+    from ..sensor.estimate import estimate_registration
+    from ..sensor.psf import sigma_for_scale
+
+    rows, cols = (min(max_lr, n) for n in lr_shape)
+    r0, c0 = (lr_shape[0] - rows) // 2, (lr_shape[1] - cols) // 2
+    lr = read_lr(r0, c0, rows, cols)
+    msi = read_msi(r0 * scale, c0 * scale, rows * scale, cols * scale)
+    lr = lr[np.isfinite(lr).any(axis=(1, 2))]
+    fallback = "the nominal degradation (centred Gaussian, FWHM = scale) is used"
+    try:
+        reg = estimate_registration(lr, msi, scale, max_shift=2.5, sigma_bounds=(0.2 * scale, 1.2 * scale))
+    except (ValueError, np.linalg.LinAlgError) as exc:
+        return None, [f"the degradation of '{lr_name}' / '{msi_name}' could not be estimated ({exc}); {fallback}"]
+    nominal = sigma_for_scale(scale) if nominal_sigma is None else float(nominal_sigma)
+    if max(abs(reg.dy), abs(reg.dx)) > 2.0 or not nominal / 3 <= reg.sigma <= 3 * nominal:
+        return None, [f"the estimated degradation of '{lr_name}' / '{msi_name}' (offset dy {reg.dy:+.2f} dx {reg.dx:+.2f} "
+                      f"HR px, PSF sigma {reg.sigma:.2f} HR px) is far from a matched pair: likely a registration or "
+                      f"scale problem between the two layers; {fallback}"]
+    if reg.residual >= reg.residual_centred:
+        return None, [f"estimating the degradation of '{lr_name}' / '{msi_name}' explained nothing more than the nominal "
+                      f"one (relative residual {reg.residual:.4f}); {fallback}"]
+    dy, dx = (0.0 if abs(v) < SNAP_SHIFT_PX else v for v in (reg.dy, reg.dx))
+    sigma = nominal if abs(reg.sigma / nominal - 1) < SNAP_SIGMA else reg.sigma
+    if dy == 0 and dx == 0 and sigma == nominal:
+        return None, []
+    return replace(reg, dy=dy, dx=dx, sigma=sigma), []
