@@ -118,7 +118,7 @@ def test_streamed_classical_fusion_equals_the_whole_image(nodata_pair, tmp_path,
 
     monkeypatch.setattr(classical, "WINDOW", 32)
     p = nodata_pair
-    res = fuse_classical_files(method, p["lr"], p["msi"], tmp_path / "f.tif")
+    res = fuse_classical_files(method, p["lr"], p["msi"], tmp_path / "f.tif", degradation="model")
     out, _ = read_raster(res.path)
     lr, _ = read_raster(p["lr"])
     msi, _ = read_raster(p["msi"])
@@ -142,3 +142,30 @@ def test_global_classical_method_is_refused_up_front_when_it_cannot_fit(nodata_p
         fuse_classical_files("gsa", nodata_pair["lr"], nodata_pair["msi"], tmp_path / "g.tif")
     assert list(tmp_path.iterdir()) == []
     fuse_classical_files("mtf_glp_hs", nodata_pair["lr"], nodata_pair["msi"], tmp_path / "g.tif")  # streamed: runs
+
+
+def test_estimated_degradation_repairs_a_misregistered_pair(shared_data, tmp_path):
+    """An LR-HSI whose footprints sit (0.75, -0.5) HR px off: MTF-GLP-HS with the estimated PSF gains several dB."""
+    from core.jobs.classical import fuse_classical_files
+    from core.metrics import psnr
+    from core.raster_io import Window, write_raster
+    from core.sensor import degrade_spatial, degrade_spectral, gaussian_psf, spectral_response
+
+    cube, meta = read_raster(shared_data / "enmap_potsdam_southeast.tif")
+    good = meta.good_bands
+    hr = np.nan_to_num(cube[:, :128, :64])
+    gt = meta.window_geotransform(Window(0, 0, 64, 128))
+    srf = spectral_response("sentinel2", meta.wavelengths, meta.fwhm, bands=["B02", "B03", "B04", "B08"], valid_bands=good)
+    lr = degrade_spatial(hr, 4, gaussian_psf(4, None, (0.75, -0.5)))
+    lr_p = write_raster(tmp_path / "lr.tif", lr, meta, geotransform=(gt[0], gt[1] * 4, 0, gt[3], 0, gt[5] * 4))
+    msi_p = write_raster(tmp_path / "msi.tif", degrade_spectral(hr, srf), None, geotransform=gt, crs_wkt=meta.crs_wkt)
+    scores, notes = {}, {}
+    for deg in ("model", "estimate"):
+        res = fuse_classical_files("mtf_glp_hs", lr_p, msi_p, tmp_path / f"{deg}.tif", degradation=deg)
+        out, _ = read_raster(res.path)
+        scores[deg], notes[deg] = psnr(hr[good], out[good]), " ".join(res.notes)
+    assert scores["estimate"] > scores["model"] + 3, scores
+    import re
+
+    dy, dx = (float(v) for v in re.search(r"offset dy ([-+.\d]+) dx ([-+.\d]+) HR px", notes["estimate"]).groups())
+    assert abs(dy - 0.75) < 0.15 and abs(dx + 0.5) < 0.15 and notes["model"] == ""  # a 32 x 16 LR px crop, 4 MSI bands

@@ -49,8 +49,8 @@ def main(argv=None) -> int:
     ref = np.nan_to_num(cube[:, 64:128, 0:64])
     gt = meta.window_geotransform(Window(0, 64, 64, 64))
     good = meta.good_bands
-    rows = ["| scale | protocol | model (nominal PSF) | model (estimated PSF) | MTF-GLP-HS (nominal PSF) | MTF-GLP-HS (estimated PSF) |",
-            "|---|---|---|---|---|---|"]
+    rows = ["| scale | protocol | model (nominal PSF) | model (estimated PSF) | MTF-GLP-HS (nominal PSF) | MTF-GLP-HS (estimated PSF) | estimate (HR px) |",
+            "|---|---|---|---|---|---|---|"]
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
         for scale in (int(s) for s in args.scales.split(",")):
@@ -73,12 +73,19 @@ def main(argv=None) -> int:
                     cells.append(f"{psnr(hr[good], out[good]):.2f} / {sam(hr[good], out[good]):.3f}" + (" (fell back)" if n else ""))
                 from core.sensor.estimate import estimate_registration
 
-                reg = estimate_registration(lr[good], msi, scale)
-                for psf in (gaussian_psf(scale), reg.psf(scale)):
+                try:
+                    reg = estimate_registration(lr[good], msi, scale)
+                except ValueError as exc:
+                    reg, why = None, str(exc)
+                for psf in (gaussian_psf(scale), None if reg is None else reg.psf(scale)):
+                    if psf is None:
+                        cells.append(f"n/a ({why})")
+                        continue
                     f = mtf_glp_hs(lr[good], msi, scale, psf=psf)
                     cells.append(f"{psnr(hr[good], f):.2f} / {sam(hr[good], f):.3f}")
-                rows.append(f"| x{scale} | {proto} | " + " | ".join(cells) + " |")
-                print(rows[-1], f"(estimated dy {reg.dy:+.3f} dx {reg.dx:+.3f} sigma {reg.sigma:.3f})", flush=True)
+                est = "" if reg is None else f"dy {reg.dy:+.3f} dx {reg.dx:+.3f} sigma {reg.sigma:.3f}"
+                rows.append(f"| x{scale} | {proto} | " + " | ".join(cells) + f" | {est} |")
+                print(rows[-1], flush=True)
     text = "\n".join(["# Estimated vs nominal degradation (`python bench/experiments/degradation_estimate.py`)", "",
                       "PSNR (dB) / SAM (deg), EnMAP south-east held-out crop 64 x 64, bundled EnMAP + Sentinel-2 models, "
                       "plugin defaults (DDIM 25 steps).", "", *rows, ""])

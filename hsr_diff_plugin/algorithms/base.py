@@ -10,6 +10,12 @@ from qgis.core import QgsProcessingAlgorithm, QgsProcessingException
 
 from ..provider_icon import ICON_PATH
 
+DEGRADATION_OPTIONS = [
+    ("estimate", "Estimate from the pair (sub-pixel offset and PSF width)"),
+    ("model", "Nominal (as the model was trained: centred Gaussian)"),
+]
+"""The ``DEGRADATION`` parameter's choices, in the order of ``core.jobs.common.DEGRADATIONS``."""
+
 
 class HsrDiffAlgorithm(QgsProcessingAlgorithm):
     """Subclasses set ``NAME``, ``DISPLAY``, ``GROUP``, ``GROUP_ID`` and ``HELP`` and implement ``initAlgorithm``/``execute``.

@@ -7,7 +7,7 @@ from qgis.core import (
     QgsProcessingParameterRasterLayer,
 )
 
-from .base import HsrDiffAlgorithm
+from .base import DEGRADATION_OPTIONS, HsrDiffAlgorithm
 from .sensors import add_sensor_parameters, sensor_from_parameters
 
 METHODS = [("bicubic", "Bicubic upsampling of the LR-HSI"), ("gsa", "GSA (adaptive Gram-Schmidt)"),
@@ -26,7 +26,9 @@ class ClassicalFusionAlgorithm(HsrDiffAlgorithm):
         "response, estimated from the pair when none is given).<br>The pair must share a CRS, overlap, and have an "
         "integer pixel-size ratio (2-16) on aligned grids; the output covers their common area on the MSI grid, "
         "keeps the HSI wavelengths and is nodata where either input is. PSF sigma in HR pixels (0 = FWHM equals the "
-        "scale).<br>Bicubic and MTF-GLP-HS run window by window, so any area fits (MTF-GLP-HS fits its regression on a "
+        "scale). Degradation <i>estimate</i> (the default, when sigma is 0) fits the PSF width and the sub-pixel offset "
+        "between the LR grid and the MSI to the pair and uses that filter (the log says what was found).<br>"
+        "Bicubic and MTF-GLP-HS run window by window, so any area fits (MTF-GLP-HS fits its regression on a "
         "bounded sample of the area). GSA and CNMF hold the whole common area in memory (about 5 output-sized float32 "
         "cubes); they are refused before any work, with the size they would need, when it is not available."
     )
@@ -40,6 +42,8 @@ class ClassicalFusionAlgorithm(HsrDiffAlgorithm):
         self.parameterDefinition("SENSOR").setDefaultValue(None)
         self.addParameter(QgsProcessingParameterNumber("SIGMA", "PSF sigma (HR pixels; 0 = FWHM equals the scale)",
                                                        QgsProcessingParameterNumber.Double, 0.0, minValue=0.0))
+        self.addParameter(QgsProcessingParameterEnum("DEGRADATION", "Degradation (when PSF sigma is 0)",
+                                                     options=[d[1] for d in DEGRADATION_OPTIONS], defaultValue=0))
         self.addParameter(QgsProcessingParameterRasterDestination("OUTPUT", "Fused HR-HSI"))
 
     def execute(self, parameters, context, feedback):
@@ -51,7 +55,10 @@ class ClassicalFusionAlgorithm(HsrDiffAlgorithm):
         out = self.parameterAsOutputLayer(parameters, "OUTPUT", context)
         res = fuse_classical_files(method, lr, msi, out, sensor_from_parameters(self, parameters, context),
                                    self.parameterAsDouble(parameters, "SIGMA", context) or None, lr_name, msi_name,
-                                   self.progress(feedback))
+                                   self.progress(feedback),
+                                   DEGRADATION_OPTIONS[self.parameterAsEnum(parameters, "DEGRADATION", context)][0])
+        for note in res.notes:
+            feedback.pushInfo(note)
         feedback.pushInfo(f"{method}: {res.shape[0]} bands, {res.shape[2]} x {res.shape[1]} px, scale {res.scale}, "
                           f"{res.seconds:.1f} s")
         return {"OUTPUT": out}

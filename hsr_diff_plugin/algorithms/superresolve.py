@@ -10,7 +10,7 @@ from qgis.core import (
 )
 
 from ..dependencies import require
-from .base import HsrDiffAlgorithm
+from .base import DEGRADATION_OPTIONS, HsrDiffAlgorithm
 
 SAMPLERS = ["ddim", "ancestral"]
 DEVICES = ["auto", "cpu", "cuda"]
@@ -63,6 +63,9 @@ class SuperResolveAlgorithm(HsrDiffAlgorithm):
                                                        d.DEFAULT_OVERLAP, minValue=0, maxValue=1024))
         self.addParameter(QgsProcessingParameterEnum("DEVICE", "Device", options=["Auto (GPU when available)", "CPU", "CUDA"],
                                                      defaultValue=DEVICES.index(d.DEFAULT_DEVICE)))
+        self.addParameter(QgsProcessingParameterEnum(
+            "DEGRADATION", "Degradation (the PSF the conditioning base is matched to)", options=[d[1] for d in DEGRADATION_OPTIONS],
+            defaultValue=[d[0] for d in DEGRADATION_OPTIONS].index(d.DEFAULT_DEGRADATION)))
         eta = QgsProcessingParameterNumber("ETA", "DDIM eta (0 = deterministic)", QgsProcessingParameterNumber.Double,
                                            d.DEFAULT_ETA, minValue=0.0, maxValue=1.0)
         eta.setFlags(eta.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
@@ -100,6 +103,7 @@ class SuperResolveAlgorithm(HsrDiffAlgorithm):
                 device=DEVICES[self.parameterAsEnum(parameters, "DEVICE", context)],
                 uncertainty_path=unc, progress=prog.report, cancel=feedback.isCanceled,
                 lr_name=lr_name, msi_name=msi_name,
+                degradation=DEGRADATION_OPTIONS[self.parameterAsEnum(parameters, "DEGRADATION", context)][0],
             )
         for note in res.notes:
             feedback.pushWarning(note)
