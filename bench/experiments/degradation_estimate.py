@@ -49,7 +49,8 @@ def main(argv=None) -> int:
     ref = np.nan_to_num(cube[:, 64:128, 0:64])
     gt = meta.window_geotransform(Window(0, 64, 64, 64))
     good = meta.good_bands
-    rows = ["| scale | protocol | model (nominal PSF) | model (estimated PSF) | MTF-GLP-HS (nominal PSF) | MTF-GLP-HS (estimated PSF) | estimate (HR px) |",
+    rows = ["| scale | protocol | model (nominal PSF) | model (estimated PSF) | MTF-GLP-HS (nominal PSF) "
+            "| MTF-GLP-HS (estimated PSF) | estimate (HR px) |",
             "|---|---|---|---|---|---|---|"]
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
