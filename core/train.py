@@ -6,7 +6,9 @@
 Every option of the YAML config (see ``core.training.trainer.DEFAULTS`` for the full list) can be
 overridden with ``--set``; values are parsed as YAML, e.g. ``--set optim.lr=5e-4
 --set stages.0.steps=200 --set data.val_region=null``.  ``--resume`` continues the run in
-``run_dir`` from its latest checkpoint (bit-exact on the same device/thread count).
+``run_dir`` from its latest checkpoint (bit-exact on the same device/thread count); a checkpoint
+trained with another scale, band set, model or conditioning base is refused unless
+``--allow-config-change`` (config ``resume_mismatch: allow``).
 ``--max-steps N`` stops after N more steps (checkpointing first if ``checkpoint.every`` divides).
 """
 
@@ -33,10 +35,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--config", help="YAML training config (configs/*.yaml)")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a config entry")
     ap.add_argument("--resume", action="store_true", help="continue from run_dir/latest")
+    ap.add_argument("--allow-config-change", action="store_true",
+                    help="resume even if scale, bands, model or base differ from the checkpoint's (resume_mismatch: allow)")
     ap.add_argument("--max-steps", type=int, default=None, help="stop after this many more steps")
     ap.add_argument("--print-config", action="store_true", help="print the merged config and exit")
     args = ap.parse_args(argv)
     cfg = load_config(args.config, args.overrides)
+    if args.allow_config_change:
+        cfg["resume_mismatch"] = "allow"
     if args.print_config:
         print(json.dumps(cfg, indent=1))
         return 0

@@ -2,8 +2,10 @@
 
 Two modes: *supervised* from a reference HR-HSI (pairs simulated with a sensor response and PSF)
 and *self-supervised* from a real LR-HSI / HR-MSI pair (Wald's protocol: both degraded by the
-scale, the model learns to rebuild the LR-HSI). Checkpoints land in ``checkpoint_dir`` every
-tenth of the run and on cancel, so a killed or cancelled run resumes where it stopped.
+scale, the model learns to rebuild the LR-HSI; the pair's pixel-size ratio must equal the scale).
+Checkpoints land in ``checkpoint_dir`` every tenth of the run and on cancel, so a killed or
+cancelled run resumes where it stopped; a folder trained with another scale, band set, model size
+or conditioning base is refused unless ``allow_config_change``.
 """
 
 from __future__ import annotations
@@ -99,21 +101,32 @@ def train_files(
     resume: bool = True,
     progress: Progress | None = None,
     log=print,
+    allow_config_change: bool = False,
+    lr_name: str | None = None,
+    msi_name: str | None = None,
     **options,
 ) -> TrainResult:
     """Train (or resume) into ``checkpoint_dir`` and export the EMA model to ``out_onnx``.
 
-    ``options`` are :func:`training_config`'s. On cancel the state is checkpointed first and
-    :class:`core.progress.Cancelled` raised; no ONNX file is written.
+    ``options`` are :func:`training_config`'s. A real pair whose pixel-size ratio is not ``scale``
+    is refused before anything is written (``lr_name`` / ``msi_name`` name its layers in the
+    message). Resuming a folder whose checkpoint differs in scale, bands, model or base raises
+    :class:`core.training.checkpoint.ResumeMismatch` unless ``allow_config_change``. On cancel the
+    state is checkpointed first and :class:`core.progress.Cancelled` raised; no ONNX file is written.
     """
     import time
 
     from export.onnx_export import export_checkpoint
 
+    from ..training.data import check_pair_scale
     from ..training.trainer import Trainer, total_steps
 
     prog = as_progress(progress)
     cfg = training_config(checkpoint_dir, scale, **options)
+    if cfg["data"]["mode"] == "self_supervised":
+        check_pair_scale(cfg["data"]["hsi"], cfg["data"]["msi"], scale, lr_name, msi_name)
+    if allow_config_change:
+        cfg["resume_mismatch"] = "allow"
     ckpt = Path(checkpoint_dir)
     ckpt.mkdir(parents=True, exist_ok=True)
     t0 = time.time()

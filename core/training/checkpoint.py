@@ -38,6 +38,10 @@ __all__ = [
     "rng_state",
     "set_rng_state",
     "EXPORT_INFO_KEYS",
+    "ResumeMismatch",
+    "run_signature",
+    "signature_differences",
+    "describe_differences",
 ]
 
 EXPORT_INFO_KEYS = (
@@ -57,6 +61,63 @@ EXPORT_INFO_KEYS = (
     "training",
     "validation",
 )
+
+
+class ResumeMismatch(ValueError):
+    """A run folder's checkpoint was trained with settings its weights depend on that the new config changes."""
+
+
+def run_signature(export_info: dict) -> dict:
+    """The settings a checkpoint's weights depend on, flat: ``{"data.scale": 4, "hsi_bands": 31, "model.width": 32, ...}``.
+
+    Scale, data mode and conditioning base, band counts and layout (kept band indices of the input, its
+    band count, wavelengths in nm, MSI band names), model preset and every architecture key of the model
+    config (``head_init_gain`` only shapes the initial weights and is left out).  Values are as JSON
+    stores them, so a signature read back from ``export_info.json`` compares equal to a fresh one.
+    """
+    data = (export_info.get("training") or {}).get("data") or {}
+    sig = {
+        "data.mode": data.get("mode"),
+        "data.scale": export_info.get("scale"),
+        "data.base": data.get("base", "bicubic") if data else None,
+        "hsi_bands": export_info.get("hsi_bands"),
+        "msi_bands": export_info.get("msi_bands"),
+        "data.input_bands": data.get("input_bands"),
+        "data.band_indices": data.get("band_indices"),
+        "wavelengths_nm": export_info.get("wavelengths_nm"),
+        "msi_band_names": export_info.get("msi_band_names"),
+        "preset": export_info.get("preset"),
+    }
+    for k, v in (export_info.get("model_config") or {}).items():
+        if k not in ("hsi_bands", "msi_bands", "preset", "head_init_gain"):
+            sig[f"model.{k}"] = v
+    return json.loads(json.dumps({k: v for k, v in sig.items() if v is not None}))
+
+
+def signature_differences(old: dict, new: dict) -> dict[str, tuple]:
+    """``{key: (old value, new value)}`` for the :func:`run_signature` keys that differ; keys absent from ``old``
+    (a checkpoint written before the key existed) are not compared."""
+    return {k: (old[k], new.get(k)) for k in old if old[k] != new.get(k)}
+
+
+def _short(value, limit: int = 60) -> str:
+    text = json.dumps(value)
+    if len(text) <= limit or not isinstance(value, list):
+        return text
+    return f"{json.dumps(value[:3])[:-1]}, ... ({len(value)} values)]"
+
+
+def _difference(key: str, old, new) -> str:
+    if isinstance(old, list) and isinstance(new, list) and len(old) == len(new) and len(_short(old)) < len(json.dumps(old)):
+        at = [i for i, (a, b) in enumerate(zip(old, new, strict=True)) if a != b]
+        return f"{key}: {len(at)} of {len(old)} values differ, first at index {at[0]}: {_short(old[at[0]])} -> {_short(new[at[0]])}"
+    return f"{key}: {_short(old)} -> {_short(new)}"
+
+
+def describe_differences(diff: dict[str, tuple]) -> str:
+    """``"data.scale: 4 -> 3; model.width: 16 -> 24"``; long lists are shortened (first values and length, or
+    where two of the same length first differ)."""
+    return "; ".join(_difference(k, a, b) for k, (a, b) in diff.items())
 
 
 def _tensor_to_b64(t: torch.Tensor) -> str:

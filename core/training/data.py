@@ -6,9 +6,10 @@ a. ``supervised``: reference HR-HSI cubes; LR-HSI and HR-MSI are simulated once 
    ``core.sensor.simulate_pair`` (PSF blur + decimation by ``scale``, spectral response ``R``,
    optional noise), ``lr_up = core.conditioning.base_image(...)`` (bicubic by default, ``data.base``).
 b. ``self_supervised`` (Wald's protocol): a real co-registered LR-HSI ``Y`` / HR-MSI ``X`` pair with
-   ratio ``scale`` and no reference.  Both are degraded by ``scale`` again
-   (``core.sensor.degrade_spatial``); the network learns ``(D Y, D X) -> Y`` and is applied at the
-   original scale (scale invariance assumption of Wald's protocol).
+   ratio ``scale`` (checked against the files, ``check_pair_scale``) and no reference.  Both are
+   degraded by ``scale`` again (``core.sensor.degrade_spatial``); the network learns
+   ``(D Y, D X) -> Y`` and is applied at the original scale (scale invariance assumption of Wald's
+   protocol).
 
 Random square crops (offsets on the ``scale`` grid so that the LR crop is exactly the crop's
 degradation, up to the reflect padding at crop borders used by ``D`` in the loss), random
@@ -34,7 +35,8 @@ import torch
 from core.conditioning import base_image
 from core.normalization import BandNormalization
 
-__all__ = ["Cube", "load_cube", "Scene", "DataBundle", "build_data", "srf_matrix", "psf_kernel", "sensor_module"]
+__all__ = ["Cube", "load_cube", "Scene", "DataBundle", "build_data", "srf_matrix", "psf_kernel", "sensor_module",
+           "check_pair_scale"]
 
 
 # ----------------------------------------------------------------------------- sensor access
@@ -96,6 +98,57 @@ def load_cube(path: str | Path) -> Cube:
 
     arr, meta = read_raster(path)
     return Cube(arr.astype(np.float32), meta.wavelengths, meta.fwhm, meta.bad_bands, list(meta.band_names))
+
+
+def _grid(path: str | Path) -> tuple[int, int, tuple[float, float] | None]:
+    """``(rows, cols, (pixel width, pixel height) in map units, or None for a file without georeference)``."""
+    path = Path(path)
+    if path.suffix == ".npy":
+        shape = np.load(path, mmap_mode="r").shape
+        return int(shape[-2]), int(shape[-1]), None
+    if path.suffix == ".npz":
+        with np.load(path) as z:
+            shape = z["cube" if "cube" in z else "hsi"].shape
+        return int(shape[-2]), int(shape[-1]), None
+    from core.raster_io import read_meta
+
+    m = read_meta(path)
+    plain = tuple(float(v) for v in m.geotransform) == (0.0, 1.0, 0.0, 0.0, 0.0, 1.0)  # GDAL's "no georeference"
+    return m.rows, m.cols, None if plain else m.pixel_size
+
+
+def check_pair_scale(lr_path: str | Path, msi_path: str | Path, scale: int, lr_name: str | None = None,
+                     msi_name: str | None = None, rel_tol: float = 1e-3) -> float:
+    """The scale of a real LR-HSI / HR-MSI pair (LR pixel size over MSI pixel size); ``ValueError`` unless it is ``scale``.
+
+    With a georeference on both files the ratio is that of the pixel sizes (map units, x and y each within
+    ``rel_tol`` of ``scale``); otherwise (``.npy``/``.npz``, images without georeference) that of the raster
+    sizes: the MSI must have ``scale`` times the LR-HSI's rows and columns, plus less than one LR pixel.
+    ``lr_name`` / ``msi_name`` name the layers in the message (file names by default).
+    """
+    ln = f"LR-HSI layer '{lr_name or Path(lr_path).name}'"
+    mn = f"HR-MSI layer '{msi_name or Path(msi_path).name}'"
+    scale = int(scale)
+    lr_rows, lr_cols, lr_px = _grid(lr_path)
+    ms_rows, ms_cols, ms_px = _grid(msi_path)
+    if lr_px and ms_px:
+        rx, ry = lr_px[0] / ms_px[0], lr_px[1] / ms_px[1]
+        ok = abs(rx - scale) <= rel_tol * scale and abs(ry - scale) <= rel_tol * scale
+        sizes = f"{ln}: {lr_px[0]:g} x {lr_px[1]:g}, {mn}: {ms_px[0]:g} x {ms_px[1]:g} map units per pixel"
+        what = "pixel-size ratio"
+    else:
+        rx, ry = ms_cols / lr_cols, ms_rows / lr_rows
+        ok = ms_cols // scale == lr_cols and ms_rows // scale == lr_rows
+        sizes = f"{ln}: {lr_cols} x {lr_rows}, {mn}: {ms_cols} x {ms_rows} pixels; no georeference on both, so the sizes"
+        what = "size ratio"
+    if ok:
+        return float(scale)
+    ratio = f"{rx:.4g}" if abs(rx - ry) <= rel_tol * max(rx, ry) else f"{rx:.4g} in x and {ry:.4g} in y"
+    whole = round(rx)
+    hint = (f"set the scale to {whole}" if abs(rx - ry) <= rel_tol * max(rx, ry) and abs(rx - whole) <= rel_tol * rx
+            and whole >= 2 else f"resample the HR-MSI to 1/{scale} of the LR-HSI's pixel size")
+    raise ValueError(f"the pair's {what} is {ratio} ({sizes}) but the requested scale is {scale}: "
+                     f"training on it would learn the wrong scale; {hint}")
 
 
 # ----------------------------------------------------------------------------- scenes and sampling
@@ -441,6 +494,7 @@ def build_data(cfg: dict, seed: int = 0) -> DataBundle:
     elif mode == "self_supervised":
         if len(paths) != 1 or not cfg.get("msi"):
             raise ValueError("self_supervised needs one 'hsi' (the real LR-HSI) and one 'msi' (the real HR-MSI)")
+        check_pair_scale(paths[0], cfg["msi"], scale)
         y_cube, x_cube = load_cube(paths[0]), load_cube(cfg["msi"])
         band_idx = _good_band_index(y_cube)
         input_bands = int(y_cube.data.shape[0])

@@ -19,8 +19,10 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +34,16 @@ from core.metrics import psnr, sam
 from core.normalization import BandNormalization
 from core.schedule import NoiseSchedule
 
-from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .checkpoint import (
+    ResumeMismatch,
+    describe_differences,
+    load_checkpoint,
+    rng_state,
+    run_signature,
+    save_checkpoint,
+    set_rng_state,
+    signature_differences,
+)
 from .data import DataBundle, build_data
 from .distributed import DistContext, init_distributed, replicas_identical
 from .losses import HSRLoss, band_weights_from_residual
@@ -69,7 +80,11 @@ DEFAULTS: dict = {
     "log_every": 10,
     "val": {"every": 0, "steps": 10, "sampler": "ddim", "eta": 0.0, "seed": 0},
     "checkpoint": {"every": 0, "keep": 2},
+    # Resuming a run folder whose checkpoint differs in scale, bands, model or base: refuse | allow.
+    "resume_mismatch": "refuse",
 }
+
+RESUME_MISMATCH = ("refuse", "allow")
 
 
 def merge_config(base: dict, update: dict) -> dict:
@@ -162,13 +177,22 @@ class EMA:
 
 
 class Trainer:
-    """Holds the model, optimiser, EMA, data and RNGs of one run; :meth:`run` trains to the end."""
+    """Holds the model, optimiser, EMA, data and RNGs of one run; :meth:`run` trains to the end.
+
+    ``resume=True`` continues from ``run_dir``'s latest checkpoint.  A checkpoint whose
+    :func:`~core.training.checkpoint.run_signature` (scale, bands, model, conditioning base) differs
+    from the new config's raises :class:`~core.training.checkpoint.ResumeMismatch` listing the
+    differences, unless the config says ``resume_mismatch: allow``.  With ``model.residual_scale:
+    auto`` a resumed run keeps the value the checkpoint was trained with.
+    """
 
     def __init__(self, cfg: dict, resume: bool = False, ctx: DistContext | None = None, log=print,
                  data: DataBundle | None = None):
         from core.model import build_model
 
         self.cfg = merge_config(DEFAULTS, cfg)
+        if self.cfg["resume_mismatch"] not in RESUME_MISMATCH:
+            raise ValueError(f"resume_mismatch must be one of {', '.join(RESUME_MISMATCH)}, got {self.cfg['resume_mismatch']!r}")
         self.ctx = ctx or init_distributed(self.cfg["device"])
         self.log = log if self.ctx.is_main else (lambda *a, **k: None)
         if self.cfg.get("threads"):
@@ -182,11 +206,21 @@ class Trainer:
         self.noise_gen = torch.Generator(device="cpu").manual_seed(seed + 1)
         self.schedule = NoiseSchedule(**self.cfg["schedule"])
         self.data = data or build_data(self.cfg["data"], seed=seed)
+        ckpt = None
+        if resume and not (self.run_dir / "latest").exists():
+            self.log(f"--resume: no checkpoint in {self.run_dir}, starting from scratch")
+        if resume and (self.run_dir / "latest").exists():
+            ckpt = load_checkpoint(self.run_dir, map_location="cpu")
         mcfg = dict(self.cfg["model"])
         preset = mcfg.pop("preset", "small")
         if mcfg.get("residual_scale") == "auto":
-            mcfg["residual_scale"] = round(self.data.residual_rms(), 6)
-            self.log(f"residual_scale auto: {mcfg['residual_scale']} (RMS of reference - base on the training pixels)")
+            trained = ckpt["export_info"]["model_config"].get("residual_scale") if ckpt else None
+            if trained is not None:
+                mcfg["residual_scale"] = trained
+                self.log(f"residual_scale auto: {trained} (the value the checkpoint was trained with)")
+            else:
+                mcfg["residual_scale"] = round(self.data.residual_rms(), 6)
+                self.log(f"residual_scale auto: {mcfg['residual_scale']} (RMS of reference - base on the training pixels)")
         self.model = build_model(preset, self.data.hsi_bands, self.data.msi_bands, **mcfg).to(self.device)
         self.ema = EMA(self.model, self.cfg["ema"]["decay"])
         o = self.cfg["optim"]
@@ -196,14 +230,8 @@ class Trainer:
         self.wall = 0.0
         self.validation: dict = {}
         self.history: list[dict] = []
-        ckpt = None
-        if resume and not (self.run_dir / "latest").exists():
-            self.log(f"--resume: no checkpoint in {self.run_dir}, starting from scratch")
-        if resume and (self.run_dir / "latest").exists():
-            ckpt = load_checkpoint(self.run_dir, map_location="cpu")
-            self.model.load_state_dict(ckpt["model"])
-            self.ema.load_state_dict(ckpt["ema"])
-            self.opt.load_state_dict(ckpt["optimizer"]["optimizer"])
+        if ckpt is not None:
+            self._load_weights(ckpt)
             st = ckpt["state"]
             self.step = int(st["step"])
             self.wall = float(st.get("wall_time_s", 0.0))
@@ -230,6 +258,25 @@ class Trainer:
             self.net = DistributedDataParallel(self.model, device_ids=ids)
         self.amp_dtype = torch.bfloat16 if (self.cfg["amp"] and self.device.type == "cuda") else None
         self._bicubic = None
+
+    def _load_weights(self, ckpt: dict) -> None:
+        """Model, EMA and optimizer state from ``ckpt`` after comparing its run signature with this run's."""
+        diff = signature_differences(run_signature(ckpt["export_info"]), run_signature(self.export_info()))
+        where = f"{self.run_dir} (checkpoint {Path(ckpt['path']).name})"
+        if diff and self.cfg["resume_mismatch"] != "allow":
+            raise ResumeMismatch(
+                f"cannot resume {where}: it was trained with a different configuration: {describe_differences(diff)}. "
+                "Train into a new folder, or resume anyway with resume_mismatch: allow "
+                "(python -m core.train --allow-config-change; QGIS: 'Resume even if the configuration changed')")
+        if diff:
+            self.log(f"resuming {where} with a changed configuration (resume_mismatch: allow): {describe_differences(diff)}")
+        try:
+            self.model.load_state_dict(ckpt["model"])
+            self.ema.load_state_dict(ckpt["ema"])
+            self.opt.load_state_dict(ckpt["optimizer"]["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as exc:
+            raise ResumeMismatch(f"cannot resume {where}: its weights do not fit the new model "
+                                 f"({describe_differences(diff) or 'same configuration'}); train into a new folder") from exc
 
     # ------------------------------------------------------------------ one step
 
@@ -340,6 +387,7 @@ class Trainer:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             n_par = sum(p.numel() for p in self.model.parameters())
             self.log(f"[{cfg['name']}] {n_par:,} parameters, {total} steps, device {self.device}, world {self.ctx.world_size}")
+            self.trim_log()
         logf = open(self.run_dir / "log.jsonl", "a") if self.ctx.is_main else None
         t_last, n_last, acc = time.time(), self.step, []
         try:
@@ -384,6 +432,39 @@ class Trainer:
                 self.log_validation(self.validate())
             self.save()
         return self.validation
+
+    def trim_log(self) -> int:
+        """Drop the ``run_dir/log.jsonl`` records of steps after the current one; returns how many were dropped.
+
+        A run killed after logging step N but before checkpointing it resumes from an earlier
+        checkpoint M and logs steps M+1..N again: their old records (training lines and ``val``
+        records) go, so every step has one record.  Unreadable lines (a write cut short by a kill)
+        go too.  The file is replaced atomically.
+        """
+        path = self.run_dir / "log.jsonl"
+        if not path.exists():
+            return 0
+        kept, dropped = [], 0
+        for line in path.read_text().splitlines():
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+                step = rec["val"]["step"] if isinstance(rec, dict) and "val" in rec else rec.get("step")
+                late = step is not None and int(step) > self.step
+            except (ValueError, TypeError, AttributeError, KeyError):
+                late = True
+            if late:
+                dropped += 1
+            else:
+                kept.append(line + "\n")
+        if dropped:
+            tmp = path.with_name(f".log_{uuid.uuid4().hex[:8]}.jsonl")
+            tmp.write_text("".join(kept))
+            os.replace(tmp, path)
+            self.log(f"{path}: dropped {dropped} records after step {self.step} (logged after the checkpoint this run "
+                     "starts from, or unreadable); those steps are logged again")
+        return dropped
 
     def log_validation(self, v: dict) -> None:
         """Append a ``{"val": ...}`` record to ``run_dir/log.jsonl`` (read by ``core.training.selection``)."""

@@ -31,7 +31,9 @@ class TrainAlgorithm(HsrDiffAlgorithm):
         "parameters, needs a GPU). <b>Progressive</b> learning trains the first 60 % of the iterations on half-size "
         "patches (the paper's small-then-large schedule). Patch size in HR pixels is rounded to a multiple of "
         "lcm(8, scale).<br>Checkpoints go to the checkpoint folder every tenth of the run and on cancel; running again "
-        "with the same folder resumes. Needs PyTorch (see <i>Check dependencies</i>)."
+        "with the same folder resumes; a folder trained with another scale, band set, model size or base is refused "
+        "unless <i>Resume even if the configuration changed</i> is checked. A real pair's pixel-size ratio must equal "
+        "the scale factor. Needs PyTorch (see <i>Check dependencies</i>)."
     )
 
     def initAlgorithm(self, config=None):  # noqa: N802 (QGIS API name)
@@ -53,18 +55,20 @@ class TrainAlgorithm(HsrDiffAlgorithm):
         self.addParameter(QgsProcessingParameterNumber("SEED", "Random seed", QgsProcessingParameterNumber.Integer, 0))
         self.addParameter(QgsProcessingParameterFileDestination("MODEL", "Trained model (.onnx)", "ONNX models (*.onnx)"))
         self.addParameter(QgsProcessingParameterFolderDestination("CHECKPOINTS", "Checkpoint folder (resumable)"))
+        self.addParameter(QgsProcessingParameterBoolean(
+            "ALLOW_CONFIG_CHANGE", "Resume even if the configuration changed (scale, bands, model size, base)", False))
 
     def execute(self, parameters, context, feedback):
         require("torch", "onnx", "safetensors", purpose="Training")
         from core.jobs.train import train_files
 
-        ref = lr = msi = None
+        ref = lr = msi = lr_name = msi_name = None
         if parameters.get("REFERENCE"):
             ref, _ = self.layer_path(parameters, "REFERENCE", context)
         if parameters.get("LR_HSI"):
-            lr, _ = self.layer_path(parameters, "LR_HSI", context)
+            lr, lr_name = self.layer_path(parameters, "LR_HSI", context)
         if parameters.get("HR_MSI"):
-            msi, _ = self.layer_path(parameters, "HR_MSI", context)
+            msi, msi_name = self.layer_path(parameters, "HR_MSI", context)
         model = self.parameterAsFileOutput(parameters, "MODEL", context)
         ckpt = self.parameterAsString(parameters, "CHECKPOINTS", context)
         res = train_files(
@@ -76,6 +80,8 @@ class TrainAlgorithm(HsrDiffAlgorithm):
             progressive=self.parameterAsBool(parameters, "PROGRESSIVE", context),
             patch=self.parameterAsInt(parameters, "PATCH", context), batch=self.parameterAsInt(parameters, "BATCH", context),
             seed=self.parameterAsInt(parameters, "SEED", context),
+            allow_config_change=self.parameterAsBool(parameters, "ALLOW_CONFIG_CHANGE", context), lr_name=lr_name,
+            msi_name=msi_name,
         )
         feedback.pushInfo(f"trained {res.steps} steps in {res.seconds:.0f} s; validation {res.validation or 'n/a'}")
         return {"MODEL": model, "CHECKPOINTS": ckpt}
