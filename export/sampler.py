@@ -6,8 +6,12 @@ one noise field defined on the whole output grid and keyed by position, so a til
 noise as the whole image at the same pixels (see :mod:`export.tiling`).
 
 On a GPU provider the tensors stay on the device between steps (IO binding with ``OrtValue``s;
-the update itself is a five-node ONNX graph run by the same provider), so each step copies
-only the fresh noise up. On the CPU the update is plain numpy around ``session.run``.
+the update itself is a small ONNX graph run by the same provider), so each step copies
+only the fresh noise up and one float down. On the CPU the update is plain numpy around ``session.run``.
+
+Every network output is checked: a non-finite value (NaN/inf) stops the run with a
+:class:`ModelOutputError` naming the model file, the step and the tile, so a damaged or
+mismatched model never turns into a nodata raster.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ __all__ = [
     "NoiseField",
     "StepCounter",
     "MAX_ANCESTRAL_STEPS",
+    "ModelOutputError",
     "make_plan",
     "reverse_diffusion",
     "update_model_bytes",
@@ -176,6 +181,8 @@ _TENSOR = ("n", "c", "h", "w")
 def update_model_bytes() -> bytes:
     """A serialised ONNX model ``z_prev = c_x0 * x0 + c_xt * z + sigma * noise`` (opset 17, IR 8).
 
+    Its second output ``x0_check`` ``(1, 1, 1, 1)`` is ``sum(x0 - x0)``: 0 when every value of
+    ``x0`` is finite, NaN otherwise (the IO-binding path reads it back instead of ``x0``).
     Written with a few lines of protobuf encoding so that inference needs no ``onnx`` package;
     ``tests/test_sampler.py`` checks it against ``onnx.helper`` and ``onnx.checker``.
     """
@@ -185,10 +192,12 @@ def update_model_bytes() -> bytes:
         _node("Add", ["a", "b"], "ab", "add_ab"),
         _node("Mul", ["sigma", "noise"], "c", "mul_noise"),
         _node("Add", ["ab", "c"], "z_prev", "add_noise"),
+        _node("Sub", ["x0", "x0"], "x0_zero", "sub_x0"),
+        _node("ReduceSum", ["x0_zero"], "x0_check", "sum_x0"),
     ]
     graph = (b"".join(_ld(1, n) for n in nodes) + _ld(2, "hsr_diff_update")
              + b"".join(_ld(11, _value_info(i, _TENSOR if i in ("x0", "z", "noise") else [1])) for i in _UPDATE_INPUTS)
-             + _ld(12, _value_info("z_prev", _TENSOR)))
+             + _ld(12, _value_info("z_prev", _TENSOR)) + _ld(12, _value_info("x0_check", [1, 1, 1, 1])))
     opset = _ld(1, "") + _vi(2, 17)
     return _vi(1, 8) + _ld(2, "hsr-diff") + _ld(7, graph) + _ld(8, opset)
 
@@ -201,6 +210,17 @@ def _update_numpy(step: SamplingStep, x0: np.ndarray, z: np.ndarray, noise: np.n
 
 
 # ---------------------------------------------------------------------- the denoiser
+
+
+class ModelOutputError(ModelFileError):
+    """The network returned non-finite values; the message names the model file, the step and the tile."""
+
+
+def _describe_nonfinite(x: np.ndarray) -> str:
+    """``"NaN"``, ``"inf"`` or ``"NaN and inf"`` and how many of the values of ``x`` are non-finite."""
+    nan, inf = int(np.isnan(x).sum()), int(np.isinf(x).sum())
+    kind = " and ".join(k for k, n in (("NaN", nan), ("inf", inf)) if n)
+    return f"{kind or 'NaN'} in {nan + inf} of {x.size} values"
 
 
 class Denoiser:
@@ -248,6 +268,16 @@ class Denoiser:
                  "lr_up": np.ascontiguousarray(lr_up, np.float32), "msi": np.ascontiguousarray(msi, np.float32)}
         return self.session.run([OUTPUT_NAME], feeds)[0]
 
+    def output_error(self, x0: np.ndarray, where: str) -> ModelOutputError:
+        """The error for a network output ``x0`` ``(n, bands, H, W)`` with non-finite values, at ``where`` (step, tile)."""
+        return ModelOutputError(f"model '{os.path.basename(self.path)}' produced non-finite values ({_describe_nonfinite(x0)}) "
+                                f"at {where}: the file is damaged or does not match its metadata ({self.path})")
+
+    def check_output(self, x0: np.ndarray, where: str) -> None:
+        """Raise :class:`ModelOutputError` unless every value of the network output ``x0`` is finite."""
+        if not np.isfinite(x0).all():
+            raise self.output_error(x0, where)
+
     def update_session(self):
         """The update graph's session on the same provider (for the IO-binding path)."""
         if self._update_sess is None:
@@ -272,6 +302,7 @@ def _one_sample_numpy(den: Denoiser, lr_up, msi, plan, noise: NoiseFn, s: int, p
     z = noise(s, 0)
     for k, st in enumerate(plan):
         x0 = den(z, np.full((n,), st.noise_level, np.float32), lr_up, msi)
+        den.check_output(x0, f"step {k + 1}/{len(plan)} ({msg})")
         eps = noise(s, k + 1) if st.sigma > 0 else None
         z = _update_numpy(st, x0, z, eps)
         if prog is not None:
@@ -292,6 +323,7 @@ def _one_sample_bound(den: Denoiser, lr_up, msi, plan, noise: NoiseFn, s: int, p
     z_v = OV.ortvalue_from_numpy(keep[0], dev, 0)
     z_next = OV.ortvalue_from_shape_and_type(shape, np.float32, dev, 0)
     x0_v = OV.ortvalue_from_shape_and_type(shape, np.float32, dev, 0)
+    check_v = OV.ortvalue_from_shape_and_type((1, 1, 1, 1), np.float32, dev, 0)
     eps_v = OV.ortvalue_from_numpy(keep[1], dev, 0)
     upd = den.update_session()
     io, io_u = den.session.io_binding(), upd.io_binding()
@@ -318,7 +350,10 @@ def _one_sample_bound(den: Denoiser, lr_up, msi, plan, noise: NoiseFn, s: int, p
         for name, v in coefs.items():
             io_u.bind_cpu_input(name, v)
         io_u.bind_ortvalue_output("z_prev", z_next)
+        io_u.bind_ortvalue_output("x0_check", check_v)
         upd.run_with_iobinding(io_u)
+        if not np.isfinite(check_v.numpy()).all():
+            raise den.output_error(x0_v.numpy(), f"step {k + 1}/{len(plan)} ({msg})")
         z_v, z_next = z_next, z_v
         if prog is not None:
             prog.advance(n, msg)
@@ -342,7 +377,9 @@ def reverse_diffusion(
 
     ``noise(sample, step)`` gives ``Z_T`` (step 0) and the noise after plan step ``k`` (step
     ``k + 1``). ``io_binding`` defaults to True on GPU providers and False on the CPU. With
-    ``samples > 1`` the result holds the mean and the per-pixel standard deviation.
+    ``samples > 1`` the result holds the mean and the per-pixel standard deviation. A non-finite
+    network output raises :class:`ModelOutputError` at that step (``message`` says where, e.g.
+    the tile).
     """
     if samples < 1:
         raise ValueError(f"samples must be >= 1, got {samples}")

@@ -90,3 +90,74 @@ def test_prepare_inputs_masks():
     assert x.msi.shape == (3, 16, 20) and x.lr_valid.sum() == 19 and not x.lr_valid[1, 1]
     with pytest.raises(ValueError):
         prepare_inputs(lr, msi[:, :15], 4)
+
+
+# ---------------------------------------------------------------------- which layer has no valid pixel
+
+
+def test_no_valid_pixel_names_the_empty_layer(enmap_pair):
+    """Real EnMAP arrays: the LR-HSI all nodata, the HR-MSI all nodata, a dead band, or no valid overlap."""
+    _, lr, msi, _ = enmap_pair
+    nan_lr, nan_msi = np.full_like(lr, np.nan), np.full_like(msi, np.nan)
+    with pytest.raises(ValueError, match=r"^the LR-HSI is all nodata: no pixel has a value in every band$"):
+        prepare_inputs(nan_lr, msi, 4)
+    with pytest.raises(ValueError, match=r"^LR-HSI layer 'EnMAP L2A' is all nodata"):
+        prepare_inputs(nan_lr, msi, 4, lr_name="EnMAP L2A")
+    with pytest.raises(ValueError, match=r"^HR-MSI layer 'S2 10 m' is all nodata: no pixel has a value in every band$"):
+        prepare_inputs(lr, nan_msi, 4, lr_name="EnMAP L2A", msi_name="S2 10 m")
+    dead = lr.copy()
+    dead[[2, 5]] = np.nan
+    with pytest.raises(ValueError, match=rf"the LR-HSI is all nodata: .*; 2 of its {lr.shape[0]} bands have no value anywhere "
+                                         r"\(band 3, 6\): leave them out"):
+        prepare_inputs(dead, msi, 4)
+    with pytest.raises(ValueError, match="the validity mask leaves no valid pixel of the HR-MSI"):
+        prepare_inputs(lr, msi, 4, valid=np.zeros(msi.shape[1:], bool))
+    west, east = lr.copy(), msi.copy()
+    west[:, :, 8:] = np.nan  # LR data only west of LR column 8
+    east[:, :, :32] = np.nan  # MSI data only east of it
+    with pytest.raises(ValueError, match=r"^the LR-HSI and the HR-MSI do not overlap in valid pixels: no LR-HSI pixel with "
+                                         r"data has its whole 4 x 4 block of HR-MSI pixels valid$"):
+        prepare_inputs(west, east, 4)
+
+
+@pytest.fixture(scope="module")
+def geotiff_pair(tmp_path_factory, shared_data):
+    """A real EnMAP pair as GeoTIFFs (the MSI starts one LR column east) and its arrays and metadata."""
+    from core.raster_io import read_raster as read
+    from export.testing import make_enmap_pair
+
+    p = make_enmap_pair(tmp_path_factory.mktemp("gpair"), shared_data, bands=list(range(0, 224, 20)), scale=4, msi_bands=4)
+    (lr, lm), (msi, mm) = read(p["lr"]), read(p["msi"])
+    return p, lr, lm, msi, mm
+
+
+@pytest.mark.parametrize("method", ["gsa", "bicubic", "mtf_glp_hs"])
+@pytest.mark.parametrize("case", ["lr", "msi", "disjoint"])
+def test_classical_files_name_the_layer_without_valid_pixels(geotiff_pair, tmp_path, method, case):
+    """Whole-area (GSA) and window-by-window (bicubic, MTF-GLP-HS) fusion of GeoTIFFs; no file is left."""
+    from core.jobs.classical import fuse_classical_files
+    from core.raster_io import write_raster
+
+    p, lr, lm, msi, mm = geotiff_pair
+    lr, msi = lr.copy(), msi.copy()
+    if case == "lr":
+        lr[:, :, 1:] = np.nan  # only the LR column outside the common area has data
+    elif case == "msi":
+        msi[:] = np.nan
+    else:
+        lr[:, :, 13:] = np.nan  # LR data in LR columns 0..12, i.e. MSI columns 0..47 of the common area
+        msi[:, :, :48] = np.nan
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    write_raster(inputs / "lr.tif", lr, lm)
+    write_raster(inputs / "msi.tif", msi, mm)
+    match = {"lr": r"^LR-HSI layer 'EnMAP L2A' is all nodata.* in the area it shares with HR-MSI layer 'S2 10 m'",
+             "msi": r"^HR-MSI layer 'S2 10 m' is all nodata.* (in the area it shares with LR-HSI layer 'EnMAP L2A'|"
+                    r"\(in the area the two layers share\))$",
+             "disjoint": r"^LR-HSI layer 'EnMAP L2A' and HR-MSI layer 'S2 10 m' do not overlap in valid pixels"}[case]
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(ValueError, match=match):
+        fuse_classical_files(method, inputs / "lr.tif", inputs / "msi.tif", out / "f.tif", lr_name="EnMAP L2A",
+                             msi_name="S2 10 m")
+    assert list(out.iterdir()) == []

@@ -291,3 +291,20 @@ def test_denoiser_refuses_a_wrong_file(tmp_path):
     p.write_bytes(b"\x08\x07" + b"\x00" * 10)
     with pytest.raises(ModelFileError, match=r"x\.onnx"):
         Denoiser(p, device="cpu")
+
+
+def test_update_graph_flags_a_non_finite_x0():
+    """Its ``x0_check`` output is 0 for a finite ``x0`` and NaN when any value is NaN or inf (IO-binding path)."""
+    onnx = pytest.importorskip("onnx")
+    model = onnx.load_from_string(update_model_bytes())
+    assert [o.name for o in model.graph.output] == ["z_prev", "x0_check"]
+    sess, _ = create_session(update_model_bytes(), "cpu", threads=1)
+    g = np.random.default_rng(3)
+    x0, z, eps = (g.standard_normal((2, 3, 4, 5)).astype(np.float32) * 1e30 for _ in range(3))
+    one = np.array([1.0], np.float32)
+    feeds = {"z": z, "noise": eps, "c_x0": one, "c_xt": one, "sigma": one}
+    assert sess.run(["x0_check"], {**feeds, "x0": x0})[0].tolist() == [[[[0.0]]]]  # large but finite: no overflow
+    for bad in (np.nan, np.inf, -np.inf):
+        x = x0.copy()
+        x[1, 2, 3, 4] = bad
+        assert np.isnan(sess.run(["x0_check"], {**feeds, "x0": x})[0]).all()
