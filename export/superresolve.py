@@ -259,6 +259,7 @@ def superresolve(
         notes, bands = check_inputs(lr.meta, msi.meta, md, geom, model_path, lr_name, msi_name, allow_scale_mismatch)
         for n in notes:
             log.warning(n)
+        notes = list(geom.notes) + notes  # check_pair logged its own
         den = Denoiser(model_path, device=device, allow_fallback=allow_fallback, threads=threads)
         log.info("%s; %s", md.describe(), den.info.describe())
         notes += den.info.notes

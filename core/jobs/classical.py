@@ -68,9 +68,10 @@ def fuse_classical_files(
     prog.report(0.02, f"pair checked: scale {geo.scale}, common area {geo.msi_window.width} x {geo.msi_window.height} px")
     if degradation not in DEGRADATIONS:
         raise ValueError(f"unknown degradation {degradation!r}; choose one of {', '.join(DEGRADATIONS)}")
-    psf, notes = gaussian_psf(geo.scale, sigma) if sigma else None, []
+    psf, notes = gaussian_psf(geo.scale, sigma) if sigma else None, list(geo.notes)
     if degradation == "estimate" and not sigma and method != "bicubic":
-        psf, notes = _estimated_psf(lr_path, msi_path, geo, lr_name, msi_name)
+        psf, est_notes = _estimated_psf(lr_path, msi_path, geo, lr_name, msi_name)
+        notes += est_notes
     if method in STREAMED:
         with bounded_gdal_cache():
             shape = _fuse_streamed(method, lr_path, msi_path, out_path, geo, psf, lr_name, msi_name, prog)
