@@ -577,7 +577,8 @@ def _call(method, *args):
 class RasterWriter:
     """Windowed GeoTIFF writer that publishes the file only when closed without error.
 
-    ``shape`` is ``(bands, rows, cols)``; float32 by default, tiled 256 x 256, DEFLATE with the
+    ``shape`` is ``(bands, rows, cols)``; float32 by default, tiled ``block`` x ``block`` (a multiple of
+    16; writers of a tiled run pass their tile stride, so each block is written once, whole), DEFLATE with the
     floating-point predictor, BIGTIFF when the uncompressed size could pass 4 GB. Written arrays
     may hold NaN: they become ``nodata`` (NaN itself when ``nodata`` is None for a float type).
     Use as a context manager; on an exception the temporary file is deleted.
@@ -602,6 +603,7 @@ class RasterWriter:
         bad_bands: np.ndarray | list[bool] | None = None,
         dtype: str = "float32",
         metadata: dict[str, str] | None = None,
+        block: int = 256,
     ):
         self.path = Path(path)
         self.shape = tuple(int(s) for s in shape)
@@ -626,7 +628,9 @@ class RasterWriter:
             _remove_stale_partials(self.path)
             self._tmp = _temp_path(self.path)
             nbytes = bands * rows * cols * self.dtype.itemsize
-            opts = ["TILED=YES", "BLOCKXSIZE=256", "BLOCKYSIZE=256", "COMPRESS=DEFLATE",
+            if block < 16 or block % 16:
+                raise RasterError(f"{self.path}: the block size must be a multiple of 16, got {block}")
+            opts = ["TILED=YES", f"BLOCKXSIZE={block}", f"BLOCKYSIZE={block}", "COMPRESS=DEFLATE",
                     f"PREDICTOR={3 if self.dtype.kind == 'f' else 2}", f"BIGTIFF={'YES' if nbytes > 3.5e9 else 'IF_SAFER'}",
                     "INTERLEAVE=BAND" if bands > 4 else "INTERLEAVE=PIXEL"]
             drv = gdal.GetDriverByName("GTiff")
@@ -806,7 +810,7 @@ def bands_with_data(read, rows: int, cols: int, progress=None, strip: int = 256)
     return found
 
 
-GDAL_CACHE_BYTES = 256 * 1024 * 1024
+GDAL_CACHE_BYTES = 64 * 1024 * 1024
 """GDAL's block cache during a windowed run (its default, 5 % of the RAM, would grow the process with the area)."""
 
 

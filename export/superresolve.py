@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import sys
 import time
@@ -304,8 +305,9 @@ def superresolve(
                       "hsr_diff_sampler": f"{sampler} steps={steps} eta={eta} seed={seed} samples={samples}",
                       "hsr_diff_inputs": f"{os.path.basename(os.fspath(lr_path))} + {os.path.basename(os.fspath(msi_path))}"}
         shape = (lm.bands, source.rows, source.cols)  # every input band; those the model skips are nodata
+        stride = int(math.ceil(tile / md.spatial_multiple) * md.spatial_multiple) - overlap  # the tiler's owner regions
         common = dict(geotransform=geom.geotransform, crs_wkt=geom.crs_wkt, nodata=nodata, wavelengths=wl, fwhm=fw,
-                      bad_bands=lm.bad_bands)
+                      bad_bands=lm.bad_bands, block=stride if stride >= 64 and stride % 16 == 0 else 256)
         out = RasterWriter(out_path, shape, band_names=lm.band_names, metadata=provenance, **common)
         stack.callback(out.abort)  # after a commit there is nothing left to abort
         unc = None
