@@ -16,7 +16,7 @@ from core.schedule import NoiseSchedule
 
 from .metadata import METADATA_KEY, ModelMetadata
 
-__all__ = ["make_metadata", "contract_model", "export_untrained", "make_enmap_pair"]
+__all__ = ["make_metadata", "contract_model", "export_untrained", "make_enmap_pair", "make_shifted_pair"]
 
 ENMAP = "enmap_potsdam_north.tif"
 
@@ -129,3 +129,26 @@ def make_enmap_pair(folder, shared_data, bands: list[int] | None = None, scale: 
                             nodata=-9999.0, band_names=[f"MSI {i + 1}" for i in range(msi_bands)])
     return {"lr": lr_path, "msi": msi_path, "lr_array": lr, "msi_array": msi[:, :, off:], "hr": hr, "meta": meta,
             "geotransform": msi_gt, "scale": scale, "drop_lr_cols": drop_lr_cols}
+
+
+def make_shifted_pair(folder, shared_data, scale: int = 4, shift: tuple[float, float] = (0.75, -0.5),
+                      msi_bands: tuple[str, ...] = ("B02", "B03", "B04", "B08")) -> dict:
+    """A misregistered LR-HSI / HR-MSI pair from the EnMAP south-east crop (128 x 64 HR pixels, 224 bands).
+
+    The LR-HSI is the crop degraded by a Gaussian PSF (FWHM = ``scale``) whose footprints sit ``shift =
+    (dy, dx)`` HR pixels off their blocks' centres; the HR-MSI is its Sentinel-2 response (``msi_bands``).
+    Returns the paths (``lr``, ``msi``), the reference ``hr`` and its ``good`` bands.
+    """
+    from core.raster_io import Window, read_raster, write_raster
+    from core.sensor import degrade_spatial, degrade_spectral, gaussian_psf, spectral_response
+
+    folder = Path(folder)
+    cube, meta = read_raster(Path(shared_data) / "enmap_potsdam_southeast.tif")
+    hr = np.nan_to_num(cube[:, :128, :64])
+    gt = meta.window_geotransform(Window(0, 0, 64, 128))
+    srf = spectral_response("sentinel2", meta.wavelengths, meta.fwhm, bands=list(msi_bands), valid_bands=meta.good_bands)
+    lr = degrade_spatial(hr, scale, gaussian_psf(scale, None, shift))
+    lr_p = write_raster(folder / "lr.tif", lr, meta, geotransform=(gt[0], gt[1] * scale, 0, gt[3], 0, gt[5] * scale))
+    msi_p = write_raster(folder / "msi.tif", degrade_spectral(hr, srf), None, geotransform=gt, crs_wkt=meta.crs_wkt,
+                         band_names=list(srf.band_names))
+    return {"lr": lr_p, "msi": msi_p, "hr": hr, "good": meta.good_bands}

@@ -148,17 +148,10 @@ def test_estimated_degradation_repairs_a_misregistered_pair(shared_data, tmp_pat
     """An LR-HSI whose footprints sit (0.75, -0.5) HR px off: MTF-GLP-HS with the estimated PSF gains several dB."""
     from core.jobs.classical import fuse_classical_files
     from core.metrics import psnr
-    from core.raster_io import Window, write_raster
-    from core.sensor import degrade_spatial, degrade_spectral, gaussian_psf, spectral_response
+    from export.testing import make_shifted_pair
 
-    cube, meta = read_raster(shared_data / "enmap_potsdam_southeast.tif")
-    good = meta.good_bands
-    hr = np.nan_to_num(cube[:, :128, :64])
-    gt = meta.window_geotransform(Window(0, 0, 64, 128))
-    srf = spectral_response("sentinel2", meta.wavelengths, meta.fwhm, bands=["B02", "B03", "B04", "B08"], valid_bands=good)
-    lr = degrade_spatial(hr, 4, gaussian_psf(4, None, (0.75, -0.5)))
-    lr_p = write_raster(tmp_path / "lr.tif", lr, meta, geotransform=(gt[0], gt[1] * 4, 0, gt[3], 0, gt[5] * 4))
-    msi_p = write_raster(tmp_path / "msi.tif", degrade_spectral(hr, srf), None, geotransform=gt, crs_wkt=meta.crs_wkt)
+    p = make_shifted_pair(tmp_path, shared_data, 4, (0.75, -0.5))
+    lr_p, msi_p, hr, good = p["lr"], p["msi"], p["hr"], p["good"]
     scores, notes = {}, {}
     for deg in ("model", "estimate"):
         res = fuse_classical_files("mtf_glp_hs", lr_p, msi_p, tmp_path / f"{deg}.tif", degradation=deg)
