@@ -199,24 +199,18 @@ def test_gdal_write_errors_remove_the_partial_file(enmap, tmp_path, monkeypatch)
     assert _names(tmp_path) == []
     with pytest.raises(RasterError, match="writer already closed"):
         w.write(cube)
-    # GDAL raising during WriteArray.
-    with monkeypatch.context() as m:
-        def fail(self, *a, **k):
-            raise RuntimeError("_tiffWriteProc:No space left on device")
+    # GDAL raising during WriteArray, or while flushing the block cache (where a full disk shows up: the blocks are
+    # cached until then).
+    for owner, method, message in ((gdal.Band, "WriteArray", "_tiffWriteProc:No space left on device"),
+                                   (gdal.Dataset, "FlushCache", "TIFFAppendToStrip:Write error at scanline 0")):
+        with monkeypatch.context() as m:
+            def fail(self, *a, message=message, **k):
+                raise RuntimeError(message)
 
-        m.setattr(gdal.Band, "WriteArray", fail)
-        with pytest.raises(RasterError, match=r"writing the output failed \(_tiffWriteProc:No space left on device\)"):
-            write_raster(out, cube, meta)
-    assert _names(tmp_path) == []
-    # GDAL raising while flushing the block cache (where a full disk shows up: the blocks are cached until then).
-    with monkeypatch.context() as m:
-        def fail_flush(self, *a, **k):
-            raise RuntimeError("TIFFAppendToStrip:Write error at scanline 0")
-
-        m.setattr(gdal.Dataset, "FlushCache", fail_flush)
-        with pytest.raises(RasterError, match=r"writing the output failed \(TIFFAppendToStrip:Write error at scanline 0\)"):
-            write_raster(out, cube, meta)
-    assert _names(tmp_path) == []
+            m.setattr(owner, method, fail)
+            with pytest.raises(RasterError, match=rf"writing the output failed \({re.escape(message)}\)"):
+                write_raster(out, cube, meta)
+        assert _names(tmp_path) == []
 
 
 def test_commit_failures_remove_the_partial_file_and_its_aux(enmap, tmp_path, monkeypatch):
