@@ -16,7 +16,7 @@ toolbox's ``GaussKernel``); ``out_b = HS_up_b + g_b (P_b - P_b^L)`` with the reg
 Degradation and bicubic upsampling are linear with unit gain, so ``P_b - P_b^L = x_b' (MSI - MSI^L)``
 with ``MSI^L = upsample(degrade(MSI))`` (the constant cancels): the pyramid runs on the few MSI
 bands, not on one pan per HS band. What is global - ``x_b`` and ``g_b`` - is fitted from sums
-accumulated block by block (:meth:`GLPStream.fit`), over every block of the area or, past
+accumulated block by block (:meth:`GLPStream.fit`, blocks of about 192 HR pixels), over every block of the area or, past
 ``max_fit_lr_pixels``, over an evenly spread subset of them; the fusion of any HR window is then
 computed from the LR pixels and MSI pixels it needs (:meth:`GLPStream.window`), so memory is
 bounded by the window, not the scene. :func:`mtf_glp_hs` is the same computation with one block
@@ -163,13 +163,15 @@ class GLPStream:
 
     # ------------------------------------------------------------------ fit and apply
 
-    def fit(self, block: int = 64, max_fit_lr_pixels: int = MAX_FIT_LR_PIXELS, progress=None) -> GLPFit:
-        """Fit the pan weights and gains from sums over LR blocks of ``block`` pixels.
+    def fit(self, block: int | None = None, max_fit_lr_pixels: int = MAX_FIT_LR_PIXELS, progress=None) -> GLPFit:
+        """Fit the pan weights and gains from sums over LR blocks of ``block`` pixels (default: about 192 HR
+        pixels a side, so a block's working arrays stay the size of a tile's at every scale).
 
         ``progress(fraction, message)`` is called after each block (it may raise to cancel).
         Raises ``ValueError`` when no block has a valid LR pixel.
         """
         rows, cols = self.lr_shape
+        block = max(8, 192 // self.scale) if block is None else int(block)
         grid = [(r, c) for r in range(0, rows, block) for c in range(0, cols, block)]
         n_pick = len(grid) if rows * cols <= max_fit_lr_pixels else max(1, max_fit_lr_pixels // (block * block))
         picked = [grid[i] for i in np.unique(np.linspace(0, len(grid) - 1, n_pick).round().astype(int))]
