@@ -231,6 +231,7 @@ def superresolve(
     lr_name: str | None = None,
     msi_name: str | None = None,
     degradation: str = dflt.DEFAULT_DEGRADATION,
+    denoiser: Denoiser | None = None,
 ) -> SuperResolveResult:
     """Fuse ``lr_path`` (LR-HSI) and ``msi_path`` (HR-MSI) with the model at ``model_path`` into ``out_path``.
 
@@ -240,6 +241,8 @@ def superresolve(
     ``degradation``: ``estimate`` matches the conditioning base's PSF (width and sub-pixel offset)
     to the pair (:func:`core.jobs.common.estimate_degradation`, logged with its residual), ``model``
     keeps the model's nominal one; it matters for models on a global base (``mtf_glp_hs``).
+    ``denoiser``: an already opened :class:`~export.sampler.Denoiser` of ``model_path`` (``device``,
+    ``threads`` and ``allow_fallback`` are then its own), e.g. one per worker of :mod:`export.batch`.
     """
     t0 = time.perf_counter()
     out_path = Path(out_path)
@@ -261,7 +264,7 @@ def superresolve(
         for n in notes:
             log.warning(n)
         notes = list(geom.notes) + notes  # check_pair logged its own
-        den = Denoiser(model_path, device=device, allow_fallback=allow_fallback, threads=threads)
+        den = denoiser if denoiser is not None else Denoiser(model_path, device=device, allow_fallback=allow_fallback, threads=threads)
         log.info("%s; %s", md.describe(), den.info.describe())
         notes += den.info.notes
         prog = Progress(progress, cancel)

@@ -75,3 +75,34 @@ def test_gloo_ddp_two_processes_identical_and_equal_to_single(cave_npz, tmp_path
     single.run()
     for k, v in single.model.state_dict().items():
         torch.testing.assert_close(v, w0[k], atol=1e-5, rtol=1e-4)
+
+
+def test_torchrun_two_nodes_c10d_rendezvous(cave_npz, tmp_path):
+    """2 "nodes" x 1 process on this machine: two torchrun agents meet through a c10d rendezvous on 127.0.0.1."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    cfg = tmp_path / "ddp.yaml"
+    cfg.write_text(json.dumps(_cfg(cave_npz, tmp_path / "run")))  # JSON is YAML
+    env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
+    endpoint = f"127.0.0.1:{_free_port()}"
+    nodes = []
+    for node in (0, 1):
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1", "--rdzv-backend", "c10d",
+               "--rdzv-endpoint", endpoint, "--rdzv-id", "hsr-test", "--rdzv-conf", f"is_host={node == 0}", "--max-restarts", "0",
+               "-m", "core.train", "--config", str(cfg)]
+        nodes.append(subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    try:
+        outs = [p.communicate(timeout=150)[0] for p in nodes]
+    finally:
+        for p in nodes:
+            if p.poll() is None:
+                p.kill()
+    assert [p.returncode for p in nodes] == [0, 0], "\n----\n".join(outs)
+    log = "".join(outs)
+    assert f"{STEPS} steps, device cpu, world 2" in log, log
+    assert "replicas identical across 2 ranks: True" in log, log
+    assert (tmp_path / "run" / "latest").exists()

@@ -41,7 +41,13 @@ class SuperResolveAlgorithm(HsrDiffAlgorithm):
         "tiles are blended with a smooth window and share one noise field, so there are no seams. <b>Device</b>: auto "
         "uses CUDA/TensorRT when ONNX Runtime can, else the CPU; the log says which ran.<br>The output covers the "
         "common area on the MSI grid, keeps the HSI wavelengths and is nodata where either input is. Needs numpy, GDAL "
-        "and onnxruntime (see <i>Check dependencies</i>)."
+        "and onnxruntime (see <i>Check dependencies</i>).<br>"
+        "<b>Many scenes</b>: <i>Run as Batch Process...</i> (bottom of this dialog) runs one row per scene, one after the "
+        "other, inside QGIS: fine for a few scenes. For tens to hundreds of scenes (a region, a time series) run "
+        "<tt>python -m export.batch --pairs pairs.tsv --workers N</tt> outside QGIS instead (one "
+        "<tt>LR&lt;TAB&gt;MSI&lt;TAB&gt;OUT</tt> line per scene; <tt>--scheduler ADDRESS</tt> for a Dask cluster): "
+        "scenes run in parallel on Dask workers with the same results, failed scenes are retried once and listed, and "
+        "a rerun skips the finished outputs. It needs <tt>dask</tt> and <tt>distributed</tt> (see the README)."
     )
 
     def initAlgorithm(self, config=None):  # noqa: N802 (QGIS API name)
