@@ -791,20 +791,20 @@ class RasterWriter:
                 self.abort()
 
 
-def bands_with_data(read, rows: int, cols: int, progress=None, strip: int = 256) -> np.ndarray:
+def bands_with_data(read, rows: int, cols: int, progress=None, block: int = 256) -> np.ndarray:
     """``(bands,)`` bool: which bands of ``read(row0, col0, rows, cols)`` hold a finite value anywhere.
 
-    Reads strips of ``strip`` rows; stops early once every band has shown data.
-    ``progress(fraction, message)`` is called after each strip.
+    Reads windows of ``block`` x ``block`` pixels in row-major order (memory: one window); stops
+    early once every band has shown data. ``progress(fraction, message)`` is called after each window.
     """
     found = None
-    starts = range(0, rows, strip)
-    for k, r in enumerate(starts):
-        a = read(r, 0, min(strip, rows - r), cols)
+    windows = [(r, c) for r in range(0, rows, block) for c in range(0, cols, block)]
+    for k, (r, c) in enumerate(windows):
+        a = read(r, c, min(block, rows - r), min(block, cols - c))
         hit = np.isfinite(a).any(axis=(1, 2))
         found = hit if found is None else found | hit
         if progress is not None:
-            progress((k + 1) / len(starts), "checking the inputs for empty bands")
+            progress((k + 1) / len(windows), "checking the inputs for empty bands")
         if found.all():
             break
     return found
