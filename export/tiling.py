@@ -1,8 +1,9 @@
 """Tiled inference over rasters of any size, without seams and with bounded memory.
 
 * **Layout** (:func:`axis_spans`): tiles of ``tile`` pixels overlapping by at least ``overlap``
-  along each axis; the last tile is pulled back to full size where that keeps every pixel in at
-  most two tiles per axis (hence ``overlap <= tile / 2``).
+  along each axis; the last tile is pulled back towards full size as far as that keeps its overlap
+  with the previous one within ``2 * overlap`` (the pending strips below stay ``2 * overlap`` rows
+  at most) and every pixel in at most two tiles per axis (hence ``overlap <= tile / 2``).
 * **Blending**: each tile's result is weighted by a separable raised-cosine window that ramps
   over each overlap with a neighbour (``sin^2`` up, ``cos^2`` down, flat elsewhere and at the
   raster border) and divided by the summed weights of all tiles, so the weights of every pixel
@@ -76,7 +77,7 @@ def axis_spans(extent: int, tile: int, overlap: int) -> list[tuple[int, int]]:
     stride = tile - overlap
     n = math.ceil((extent - tile) / stride) + 1
     starts = [i * stride for i in range(n - 1)]
-    last = extent - tile
+    last = max(extent - tile, starts[-1] + tile - 2 * overlap)  # pulled back, overlapping by 2 x overlap at most
     if n >= 3:
         last = max(last, starts[n - 3] + tile)  # never three tiles on one pixel
     starts.append(last)
