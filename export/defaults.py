@@ -8,7 +8,8 @@ numbers they report are for the settings a user gets without touching anything.
 from __future__ import annotations
 
 __all__ = ["DEFAULT_STEPS", "DEFAULT_SAMPLER", "DEFAULT_ETA", "DEFAULT_SEED", "DEFAULT_SAMPLES", "DEFAULT_TILE",
-           "DEFAULT_OVERLAP", "DEFAULT_DEVICE", "DEFAULT_DEGRADATION", "sampler_kwargs"]
+           "DEFAULT_OVERLAP", "DEFAULT_DEVICE", "DEFAULT_DEGRADATION", "sampler_kwargs",
+           "add_sampler_arguments"]
 
 DEFAULT_STEPS = 25  # DDIM denoising steps
 DEFAULT_SAMPLER = "ddim"  # "ddim" | "ancestral"
@@ -25,3 +26,20 @@ def sampler_kwargs() -> dict:
     """The defaults as keyword arguments of :func:`export.superresolve.superresolve`."""
     return dict(steps=DEFAULT_STEPS, sampler=DEFAULT_SAMPLER, eta=DEFAULT_ETA, seed=DEFAULT_SEED, samples=DEFAULT_SAMPLES,
                 tile=DEFAULT_TILE, overlap=DEFAULT_OVERLAP, device=DEFAULT_DEVICE)
+
+
+def add_sampler_arguments(ap) -> None:
+    """The sampler, tiling, device and degradation options of the command lines (``export.superresolve``,
+    ``export.batch``), with these defaults, on an ``argparse.ArgumentParser``."""
+    ap.add_argument("--steps", type=int, default=DEFAULT_STEPS, help=f"denoising steps (default {DEFAULT_STEPS})")
+    ap.add_argument("--sampler", choices=("ddim", "ancestral"), default=DEFAULT_SAMPLER)
+    ap.add_argument("--eta", type=float, default=DEFAULT_ETA, help="DDIM stochasticity (0 = deterministic)")
+    ap.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    ap.add_argument("--samples", type=int, default=DEFAULT_SAMPLES, help="samples to average (>= 2 for --uncertainty)")
+    ap.add_argument("--tile", type=int, default=DEFAULT_TILE, help="tile size in output pixels")
+    ap.add_argument("--overlap", type=int, default=DEFAULT_OVERLAP, help="tile overlap in output pixels")
+    ap.add_argument("--batch", type=int, default=1, help="tiles per network call")
+    ap.add_argument("--device", choices=("auto", "cpu", "cuda", "tensorrt"), default=DEFAULT_DEVICE)
+    ap.add_argument("--degradation", choices=("estimate", "model"), default=DEFAULT_DEGRADATION,
+                    help="estimate: match the conditioning base's PSF and sub-pixel offset to the pair (default); "
+                         "model: as trained")
