@@ -141,7 +141,8 @@ class GLPStream:
         return int(idx.min()), int(idx.max()) + 1
 
     def _hr(self, row0: int, col0: int, rows: int, cols: int):
-        """``(up, msi_low, msi, hr_valid)`` over an HR window (bands, rows, cols) from one block read."""
+        """``(up, msi_low, msi, hr_valid, block)`` over an HR window (bands, rows, cols) from one block read;
+        ``block`` is that read (:class:`_Block`, on the LR pixels the window's bicubic taps reach)."""
         s = self.scale
         if row0 < 0 or col0 < 0 or rows < 1 or cols < 1 or row0 + rows > self.hr_shape[0] or col0 + cols > self.hr_shape[1]:
             raise ValueError(f"HR window ({row0}, {col0}, {rows}, {cols}) is outside the {self.hr_shape} grid")
@@ -159,7 +160,7 @@ class GLPStream:
         own_r = np.arange(row0, row0 + rows) // s - lr0
         own_c = np.arange(col0, col0 + cols) // s - lc0
         valid = b.msi_valid[hr] & b.lr_valid[own_r][:, own_c]
-        return interp(b.lr), interp(b.ms_lr), b.msi[(slice(None), *hr)], valid
+        return interp(b.lr), interp(b.ms_lr), b.msi[(slice(None), *hr)], valid, b
 
     # ------------------------------------------------------------------ fit and apply
 
@@ -178,24 +179,37 @@ class GLPStream:
         acc = None
         for k, (r, c) in enumerate(picked):
             n_r, n_c = min(block, rows - r), min(block, cols - c)
-            up, low, _, hv = self._hr(r * self.scale, c * self.scale, n_r * self.scale, n_c * self.scale)
-            b = self._block(r, c, n_r, n_c)
-            lv = b.lr_valid.reshape(-1)
-            if lv.any():
-                design = np.vstack([b.ms_lr.reshape(b.ms_lr.shape[0], -1)[:, lv], np.ones(lv.sum())]).astype(np.float64)
-                y = b.lr.reshape(b.lr.shape[0], -1)[:, lv].astype(np.float64)
-                hvf = hv.reshape(-1)
-                u = up.reshape(up.shape[0], -1)[:, hvf].astype(np.float64)
-                lo = low.reshape(low.shape[0], -1)[:, hvf].astype(np.float64)
-                if acc is None:
-                    acc = _Sums(y.mean(axis=1), design[:-1].mean(axis=1), design.shape[0], y.shape[0])
-                acc.add(design, y, u, lo)
+            acc = self._accumulate(acc, r, c, n_r, n_c, *self._hr(r * self.scale, c * self.scale, n_r * self.scale,
+                                                                  n_c * self.scale))
             if progress is not None:
                 progress((k + 1) / len(picked), f"fitting MTF-GLP-HS, block {k + 1}/{len(picked)}")
         if acc is None:
             raise ValueError("no valid LR-HSI pixel (every LR block touches nodata)")
         self.params = acc.solve((len(picked), len(grid)))
         return self.params
+
+    @staticmethod
+    def _accumulate(acc, r: int, c: int, n_r: int, n_c: int, up, low, msi, hv, b: _Block):
+        """Add LR block ``(r, c, n_r, n_c)`` to the sums, from the read of its HR footprint (:meth:`_hr`)."""
+        sl = (slice(None), slice(r - b.r0, r - b.r0 + n_r), slice(c - b.c0, c - b.c0 + n_c))
+        lv = b.lr_valid[sl[1:]].reshape(-1)
+        if not lv.any():
+            return acc
+        ms_lr, lr = b.ms_lr[sl], b.lr[sl]
+        design = np.vstack([ms_lr.reshape(ms_lr.shape[0], -1)[:, lv], np.ones(lv.sum())]).astype(np.float64)
+        y = lr.reshape(lr.shape[0], -1)[:, lv].astype(np.float64)
+        hvf = hv.reshape(-1)
+        u = up.reshape(up.shape[0], -1)[:, hvf].astype(np.float64)
+        lo = low.reshape(low.shape[0], -1)[:, hvf].astype(np.float64)
+        if acc is None:
+            acc = _Sums(y.mean(axis=1), design[:-1].mean(axis=1), design.shape[0], y.shape[0])
+        acc.add(design, y, u, lo)
+        return acc
+
+    def _fuse(self, up: np.ndarray, low: np.ndarray, msi: np.ndarray) -> np.ndarray:
+        p = self.params
+        detail = np.tensordot(p.coef.T.astype(np.float32), msi - low, axes=(1, 0))
+        return up + p.gains[:, None, None].astype(np.float32) * detail
 
     def window(self, row0: int, col0: int, rows: int, cols: int, with_valid: bool = False):
         """The fusion over an HR window: float32 ``(bands, rows, cols)``, NaN-free.
@@ -205,16 +219,14 @@ class GLPStream:
         """
         if self.params is None:
             raise RuntimeError("GLPStream.fit() must run before window()")
-        up, low, msi, valid = self._hr(row0, col0, rows, cols)
-        p = self.params
-        detail = np.tensordot(p.coef.T.astype(np.float32), msi - low, axes=(1, 0))
-        fused = up + p.gains[:, None, None].astype(np.float32) * detail
+        up, low, msi, valid, _ = self._hr(row0, col0, rows, cols)
+        fused = self._fuse(up, low, msi)
         return (fused, valid) if with_valid else fused
 
     def upsampled(self, row0: int, col0: int, rows: int, cols: int) -> tuple[np.ndarray, np.ndarray]:
         """The bicubic upsampling of the nodata-filled LR-HSI over an HR window and the validity mask
         (as :meth:`window`); needs no fit."""
-        up, _, _, valid = self._hr(row0, col0, rows, cols)
+        up, _, _, valid, _ = self._hr(row0, col0, rows, cols)
         return up, valid
 
 
@@ -274,8 +286,12 @@ def mtf_glp_hs(lr_hsi: np.ndarray, hr_msi: np.ndarray, scale: int, srf=None, psf
     lr = np.where(x.lr_valid[None], x.lr, np.float32(np.nan))
     msi = np.where(x.hr_valid[None], x.msi, np.float32(np.nan))
     stream = GLPStream(_array_reader(lr), _array_reader(msi), lr.shape[1:], scale, psf)
-    stream.fit(block=max(lr.shape[1:]), max_fit_lr_pixels=lr.shape[1] * lr.shape[2])
-    return stream.window(0, 0, *msi.shape[1:])
+    up, low, hr, hv, b = stream._hr(0, 0, *msi.shape[1:])  # one read and one pyramid serve the fit and the fusion
+    acc = stream._accumulate(None, 0, 0, *lr.shape[1:], up, low, hr, hv, b)
+    if acc is None:
+        raise ValueError("no valid LR-HSI pixel (every LR block touches nodata)")
+    stream.params = acc.solve((1, 1))
+    return stream._fuse(up, low, hr)
 
 
 def _array_reader(cube: np.ndarray) -> Reader:
