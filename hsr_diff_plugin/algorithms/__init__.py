@@ -6,9 +6,10 @@ def algorithm_classes() -> list:
     from .check_dependencies import CheckDependenciesAlgorithm
     from .classical import ClassicalFusionAlgorithm
     from .estimate import EstimateSensorAlgorithm
+    from .prepare import PreparePairAlgorithm
     from .simulate import SimulateAlgorithm
     from .superresolve import SuperResolveAlgorithm
     from .train import TrainAlgorithm
 
     return [SuperResolveAlgorithm, TrainAlgorithm, ClassicalFusionAlgorithm, SimulateAlgorithm, EstimateSensorAlgorithm, AssessAlgorithm,
-            CheckDependenciesAlgorithm]
+            CheckDependenciesAlgorithm, PreparePairAlgorithm]
