@@ -7,9 +7,11 @@ numbers they report are for the settings a user gets without touching anything.
 
 from __future__ import annotations
 
+from core.raster_io import OUTPUT_TYPES
+
 __all__ = ["DEFAULT_STEPS", "DEFAULT_SAMPLER", "DEFAULT_ETA", "DEFAULT_SEED", "DEFAULT_SAMPLES", "DEFAULT_TILE",
-           "DEFAULT_OVERLAP", "DEFAULT_DEVICE", "DEFAULT_DEGRADATION", "sampler_kwargs",
-           "add_sampler_arguments"]
+           "DEFAULT_OVERLAP", "DEFAULT_DEVICE", "DEFAULT_DEGRADATION", "DEFAULT_OUTPUT_TYPE", "sampler_kwargs",
+           "add_sampler_arguments", "add_output_arguments"]
 
 DEFAULT_STEPS = 25  # DDIM denoising steps
 DEFAULT_SAMPLER = "ddim"  # "ddim" | "ancestral"
@@ -20,6 +22,7 @@ DEFAULT_TILE = 256  # HR pixels
 DEFAULT_OVERLAP = 32  # HR pixels
 DEFAULT_DEVICE = "auto"
 DEFAULT_DEGRADATION = "estimate"  # "estimate" (from the pair) | "model" (the model's nominal PSF)
+DEFAULT_OUTPUT_TYPE = "float32"  # "float32" | "int16" (scaled integers: reflectance x 10000)
 
 
 def sampler_kwargs() -> dict:
@@ -43,3 +46,10 @@ def add_sampler_arguments(ap) -> None:
     ap.add_argument("--degradation", choices=("estimate", "model"), default=DEFAULT_DEGRADATION,
                     help="estimate: match the conditioning base's PSF and sub-pixel offset to the pair (default); "
                          "model: as trained")
+
+
+def add_output_arguments(ap) -> None:
+    """The output options of the command lines (``--output-type``) on an ``argparse.ArgumentParser``."""
+    ap.add_argument("--output-type", choices=OUTPUT_TYPES, default=DEFAULT_OUTPUT_TYPE,
+                    help="float32 (default) or int16: 16-bit integers with a GDAL band scale, nodata -32768 "
+                         "(reflectance in 0-1 is stored x 10000; larger values get the power-of-ten factor that fits)")

@@ -12,7 +12,7 @@ from ..baselines import BASELINES
 from ..baselines.bicubic import no_valid_pixel_error
 from ..pairing import check_pair
 from ..progress import Progress, as_progress
-from ..raster_io import RasterReader, RasterWriter, Window, bands_with_data, bounded_gdal_cache, read_meta, read_raster
+from ..raster_io import RasterReader, RasterWriter, Window, bands_with_data, bounded_gdal_cache, output_options, read_meta, read_raster
 from ..sensor import gaussian_psf
 from .common import DEGRADATIONS, estimate_degradation, hr_valid_mask, response_for
 
@@ -47,6 +47,7 @@ def fuse_classical_files(
     msi_name: str | None = None,
     progress: Progress | None = None,
     degradation: str = "estimate",
+    output_type: str = "float32",
 ) -> ClassicalResult:
     """Fuse the pair's common area with a classical ``method`` and write a GeoTIFF on the MSI grid.
 
@@ -58,7 +59,8 @@ def fuse_classical_files(
     area in memory (:func:`memory_needed`) and are refused up front, with the size, when it is not available.
     ``degradation="estimate"`` (without ``sigma``) matches the PSF to the pair's estimated offset and width
     (:func:`core.jobs.common.estimate_degradation`); ``"model"`` uses the nominal Gaussian (or ``sigma``).
-    The result's ``notes`` say what was used.
+    The result's ``notes`` say what was used. ``output_type``: ``float32`` or ``int16`` (scaled integers,
+    :func:`core.raster_io.output_options`).
     """
     if method not in BASELINES:
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(BASELINES)}")
@@ -68,13 +70,15 @@ def fuse_classical_files(
     prog.report(0.02, f"pair checked: scale {geo.scale}, common area {geo.msi_window.width} x {geo.msi_window.height} px")
     if degradation not in DEGRADATIONS:
         raise ValueError(f"unknown degradation {degradation!r}; choose one of {', '.join(DEGRADATIONS)}")
+    with RasterReader(lr_path) as r:
+        options = output_options(output_type, r)
     psf, notes = gaussian_psf(geo.scale, sigma) if sigma else None, list(geo.notes)
     if degradation == "estimate" and not sigma and method != "bicubic":
         psf, est_notes = _estimated_psf(lr_path, msi_path, geo, lr_name, msi_name)
         notes += est_notes
     if method in STREAMED:
         with bounded_gdal_cache():
-            shape = _fuse_streamed(method, lr_path, msi_path, out_path, geo, psf, lr_name, msi_name, prog)
+            shape = _fuse_streamed(method, lr_path, msi_path, out_path, geo, psf, lr_name, msi_name, prog, options)
         prog.report(1.0, "done")
         return ClassicalResult(str(out_path), method, geo.scale, shape, time.perf_counter() - t0, notes)
     lm = read_meta(lr_path)
@@ -101,7 +105,7 @@ def fuse_classical_files(
     out = np.full((lm.bands, *valid.shape), np.nan, np.float32)
     out[good] = fused
     out[:, ~valid] = np.nan
-    with _writer(out_path, out.shape, geo, lm, method) as w:
+    with _writer(out_path, out.shape, geo, lm, method, options) as w:
         w.write(out)
     prog.report(1.0, "done")
     return ClassicalResult(str(out_path), method, geo.scale, out.shape, time.perf_counter() - t0, notes)
@@ -148,14 +152,15 @@ def _available() -> int | None:
         return None
 
 
-def _writer(out_path, shape, geo, lm, method: str) -> RasterWriter:
-    nodata = next((v for v in lm.nodata if v is not None), None)
-    return RasterWriter(out_path, shape, geo.geotransform, geo.crs_wkt, nodata=nodata, band_names=lm.band_names,
-                        wavelengths=lm.wavelengths, fwhm=lm.fwhm, bad_bands=lm.bad_bands,
-                        metadata={"hsrdiff_method": method, "hsrdiff_scale": geo.scale})
+def _writer(out_path, shape, geo, lm, method: str, options: dict) -> RasterWriter:
+    """The output's writer; ``options``: :func:`core.raster_io.output_options` (data type, value scale, nodata)."""
+    kw = dict(nodata=next((v for v in lm.nodata if v is not None), None)) | options
+    return RasterWriter(out_path, shape, geo.geotransform, geo.crs_wkt, band_names=lm.band_names, wavelengths=lm.wavelengths,
+                        fwhm=lm.fwhm, bad_bands=lm.bad_bands, metadata={"hsrdiff_method": method, "hsrdiff_scale": geo.scale},
+                        **kw)
 
 
-def _fuse_streamed(method, lr_path, msi_path, out_path, geo, psf, lr_name, msi_name, prog) -> tuple[int, int, int]:
+def _fuse_streamed(method, lr_path, msi_path, out_path, geo, psf, lr_name, msi_name, prog, options) -> tuple[int, int, int]:
     """Bicubic or MTF-GLP-HS window by window: the global fit on a bounded sample, then windows of ``WINDOW`` px."""
     from ..baselines.glp import GLPStream
 
@@ -187,7 +192,7 @@ def _fuse_streamed(method, lr_path, msi_path, out_path, geo, psf, lr_name, msi_n
         windows = [(r, c) for r in range(0, mw.height, WINDOW) for c in range(0, mw.width, WINDOW)]
         tiles = prog.sub(0.15, 1.0)
         any_valid = False
-        with _writer(out_path, shape, geo, lr.meta, method) as w:
+        with _writer(out_path, shape, geo, lr.meta, method, options) as w:
             for k, (r, c) in enumerate(windows):
                 h, wd = min(WINDOW, mw.height - r), min(WINDOW, mw.width - c)
                 fused, valid = stream.window(r, c, h, wd, True) if method == "mtf_glp_hs" else stream.upsampled(r, c, h, wd)

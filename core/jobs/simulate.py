@@ -9,7 +9,7 @@ import numpy as np
 
 from ..progress import Progress, as_progress
 from ..raster_io import RasterReader, RasterWriter, Window, iter_windows
-from ..sensor import add_noise, as_psf, degrade_spatial_window, degrade_spectral, halo_window
+from ..sensor import add_noise, as_psf, degrade_spatial_window, degrade_spectral, halo_window, list_sensors
 from .common import response_for
 
 __all__ = ["SimulationResult", "simulate_files", "msi_centres"]
@@ -50,6 +50,9 @@ def simulate_files(
     """
     prog = as_progress(progress)
     name = os.path.basename(str(hr_path))
+    if sensor is None:
+        raise ValueError(f"simulating an HR-MSI from HR-HSI layer '{name}' needs the multispectral sensor's response: "
+                         f"name a sensor ({', '.join(list_sensors())}) or give a response CSV")
     with RasterReader(hr_path) as reader:
         meta = reader.meta
         good = meta.good_bands

@@ -16,6 +16,9 @@ class EstimateSensorAlgorithm(HsrDiffAlgorithm):
     DISPLAY = "Estimate sensor response and PSF"
     GROUP = "Data preparation"
     GROUP_ID = "data"
+    SHORT = "Estimates a real pair's sensor response, PSF width and sub-pixel registration offset"
+    TAGS = ("spectral response", "SRF", "PSF", "point spread function", "blur", "registration", "offset", "co-registration",
+            "sensor", "calibration", "NNLS", "HySure", "hyperspectral", "multispectral", "fusion")
     HELP = (
         "Estimates, from a real LR-HSI / HR-MSI pair with no reference, the spectral response matrix of the "
         "multispectral sensor on the hyperspectral bands (non-negative least squares, as HySure) and the width of "
@@ -30,17 +33,18 @@ class EstimateSensorAlgorithm(HsrDiffAlgorithm):
     )
 
     def initAlgorithm(self, config=None):  # noqa: N802 (QGIS API name)
-        self.addParameter(QgsProcessingParameterRasterLayer("LR_HSI", "Low-resolution hyperspectral image"))
-        self.addParameter(QgsProcessingParameterRasterLayer("HR_MSI", "High-resolution multispectral image"))
+        tr = self.tr
+        self.addParameter(QgsProcessingParameterRasterLayer("LR_HSI", tr("Low-resolution hyperspectral image")))
+        self.addParameter(QgsProcessingParameterRasterLayer("HR_MSI", tr("High-resolution multispectral image")))
         add_sensor_parameters(self, optional=True)
-        self.parameterDefinition("SENSOR").setDescription("Sensor hint (optional)")
+        self.parameterDefinition("SENSOR").setDescription(tr("Sensor hint (optional)"))
         self.parameterDefinition("SENSOR").setDefaultValue(None)
-        self.addParameter(QgsProcessingParameterFileDestination("SRF_OUT", "Estimated response CSV", "CSV files (*.csv)"))
-        self.addOutput(QgsProcessingOutputNumber("SIGMA", "PSF sigma (HR pixels)"))
-        self.addOutput(QgsProcessingOutputNumber("DY", "Registration offset down (HR pixels)"))
-        self.addOutput(QgsProcessingOutputNumber("DX", "Registration offset right (HR pixels)"))
-        self.addOutput(QgsProcessingOutputNumber("SCALE", "Scale factor"))
-        self.addOutput(QgsProcessingOutputString("REPORT", "Report"))
+        self.addParameter(QgsProcessingParameterFileDestination("SRF_OUT", tr("Estimated response CSV"), tr("CSV files (*.csv)")))
+        self.addOutput(QgsProcessingOutputNumber("SIGMA", tr("PSF sigma (HR pixels)")))
+        self.addOutput(QgsProcessingOutputNumber("DY", tr("Registration offset down (HR pixels)")))
+        self.addOutput(QgsProcessingOutputNumber("DX", tr("Registration offset right (HR pixels)")))
+        self.addOutput(QgsProcessingOutputNumber("SCALE", tr("Scale factor")))
+        self.addOutput(QgsProcessingOutputString("REPORT", tr("Report")))
 
     def execute(self, parameters, context, feedback):
         from core.jobs.estimate import estimate_files

@@ -14,6 +14,9 @@ from .base import HsrDiffAlgorithm
 from .sensors import add_sensor_parameters, sensor_from_parameters
 
 PRESETS = ["tiny", "small", "paper"]
+INPUTS = ("REFERENCE", "LR_HSI", "HR_MSI")
+COMBINATIONS = ({"REFERENCE"}, {"LR_HSI", "HR_MSI"})
+"""The inputs of A (supervised, from a reference) and B (self-supervised, from a real pair)."""
 
 
 class TrainAlgorithm(HsrDiffAlgorithm):
@@ -21,13 +24,21 @@ class TrainAlgorithm(HsrDiffAlgorithm):
     DISPLAY = "Train HSR-Diff model"
     GROUP = "Super-resolution"
     GROUP_ID = "superresolution"
+    SHORT = "Trains an HSR-Diff model from a reference hyperspectral image or a real pair and exports it to ONNX"
+    TAGS = ("training", "train", "deep learning", "diffusion", "model", "CDFormer", "PyTorch", "ONNX", "hyperspectral",
+            "multispectral", "super-resolution", "fusion", "pansharpening", "self-supervised", "Wald's protocol", "EnMAP",
+            "Sentinel-2")
     HELP = (
         "Trains the HSR-Diff conditional diffusion model (CDFormer) and exports it to ONNX for <i>Super-resolve</i>.<br>"
-        "<b>From a reference HR-HSI</b> (supervised): LR-HSI / HR-MSI pairs are simulated from it with the chosen "
-        "multispectral sensor response and a Gaussian PSF (sigma in HR pixels; 0 = FWHM equals the scale).<br>"
-        "<b>From a real LR-HSI + HR-MSI pair</b> (self-supervised, Wald's protocol): both are degraded by the scale and "
+        "<b>Which inputs</b>: fill exactly one of the two combinations and leave the other empty.<br>"
+        "<b>A. Reference HR-HSI alone</b> (supervised): LR-HSI / HR-MSI pairs are simulated from it with the chosen "
+        "multispectral sensor response (required) and a Gaussian PSF (sigma in HR pixels; 0 = FWHM equals the scale). "
+        "Use it when you have a sharp hyperspectral image (airborne, or a CAVE-style scene).<br>"
+        "<b>B. Real LR-HSI + real HR-MSI</b> (self-supervised, Wald's protocol): both are degraded by the scale and "
         "the model learns to rebuild the LR-HSI; the sensor response is optional (without it the spectral-consistency "
-        "loss is off).<br><b>Model size</b>: tiny (tests), small (trainable on a CPU in tens of minutes), paper (31.6 M "
+        "loss is off). Use it for the satellite pair you want to sharpen (EnMAP + Sentinel-2).<br>"
+        "Any other combination (all three, the reference with one image of the pair, one image alone) is refused before "
+        "the run starts.<br><b>Model size</b>: tiny (tests), small (trainable on a CPU in tens of minutes), paper (31.6 M "
         "parameters, needs a GPU). <b>Progressive</b> learning trains the first 60 % of the iterations on half-size "
         "patches (the paper's small-then-large schedule). Patch size in HR pixels is rounded to a multiple of "
         "lcm(8, scale).<br>Checkpoints go to the checkpoint folder every tenth of the run and on cancel; running again "
@@ -37,26 +48,44 @@ class TrainAlgorithm(HsrDiffAlgorithm):
     )
 
     def initAlgorithm(self, config=None):  # noqa: N802 (QGIS API name)
-        self.addParameter(QgsProcessingParameterRasterLayer("REFERENCE", "Reference HR-HSI (supervised)", optional=True))
-        self.addParameter(QgsProcessingParameterRasterLayer("LR_HSI", "Real LR-HSI (self-supervised)", optional=True))
-        self.addParameter(QgsProcessingParameterRasterLayer("HR_MSI", "Real HR-MSI (self-supervised)", optional=True))
-        self.addParameter(QgsProcessingParameterNumber("SCALE", "Scale factor", QgsProcessingParameterNumber.Integer, 4,
+        tr = self.tr
+        self.addParameter(QgsProcessingParameterRasterLayer(
+            "REFERENCE", tr("A. Reference HR-HSI (alone: pairs are simulated from it; leave B empty)"), optional=True))
+        self.addParameter(QgsProcessingParameterRasterLayer(
+            "LR_HSI", tr("B. Real LR-HSI (with the real HR-MSI below; leave A empty)"), optional=True))
+        self.addParameter(QgsProcessingParameterRasterLayer(
+            "HR_MSI", tr("B. Real HR-MSI of the same place (with the real LR-HSI above)"), optional=True))
+        self.addParameter(QgsProcessingParameterNumber("SCALE", tr("Scale factor"), QgsProcessingParameterNumber.Integer, 4,
                                                        minValue=2, maxValue=16))
         add_sensor_parameters(self, optional=True)
-        self.addParameter(QgsProcessingParameterNumber("SIGMA", "PSF sigma (HR pixels; 0 = FWHM equals the scale)",
+        self.parameterDefinition("SENSOR").setDescription(tr("Multispectral sensor response (needed for A, optional for B)"))
+        self.addParameter(QgsProcessingParameterNumber("SIGMA", tr("PSF sigma (HR pixels; 0 = FWHM equals the scale)"),
                                                        QgsProcessingParameterNumber.Double, 0.0, minValue=0.0))
-        self.addParameter(QgsProcessingParameterEnum("PRESET", "Model size", options=PRESETS, defaultValue=1))
-        self.addParameter(QgsProcessingParameterNumber("ITERATIONS", "Training iterations", QgsProcessingParameterNumber.Integer,
+        self.addParameter(QgsProcessingParameterEnum("PRESET", tr("Model size"), options=PRESETS, defaultValue=1))
+        self.addParameter(QgsProcessingParameterNumber("ITERATIONS", tr("Training iterations"), QgsProcessingParameterNumber.Integer,
                                                        2000, minValue=2))
-        self.addParameter(QgsProcessingParameterBoolean("PROGRESSIVE", "Progressive learning (small patches first)", True))
-        self.addParameter(QgsProcessingParameterNumber("PATCH", "Patch size (HR pixels)", QgsProcessingParameterNumber.Integer, 64,
-                                                       minValue=8, maxValue=1024))
-        self.addParameter(QgsProcessingParameterNumber("BATCH", "Batch size", QgsProcessingParameterNumber.Integer, 4, minValue=1))
-        self.addParameter(QgsProcessingParameterNumber("SEED", "Random seed", QgsProcessingParameterNumber.Integer, 0))
-        self.addParameter(QgsProcessingParameterFileDestination("MODEL", "Trained model (.onnx)", "ONNX models (*.onnx)"))
-        self.addParameter(QgsProcessingParameterFolderDestination("CHECKPOINTS", "Checkpoint folder (resumable)"))
+        self.addParameter(QgsProcessingParameterBoolean("PROGRESSIVE", tr("Progressive learning (small patches first)"), True))
+        self.addParameter(QgsProcessingParameterNumber("PATCH", tr("Patch size (HR pixels)"), QgsProcessingParameterNumber.Integer,
+                                                       64, minValue=8, maxValue=1024))
+        self.addParameter(QgsProcessingParameterNumber("BATCH", tr("Batch size"), QgsProcessingParameterNumber.Integer, 4,
+                                                       minValue=1))
+        self.addParameter(QgsProcessingParameterNumber("SEED", tr("Random seed"), QgsProcessingParameterNumber.Integer, 0))
+        self.addParameter(QgsProcessingParameterFileDestination("MODEL", tr("Trained model (.onnx)"), tr("ONNX models (*.onnx)")))
+        self.addParameter(QgsProcessingParameterFolderDestination("CHECKPOINTS", tr("Checkpoint folder (resumable)")))
         self.addParameter(QgsProcessingParameterBoolean(
-            "ALLOW_CONFIG_CHANGE", "Resume even if the configuration changed (scale, bands, model size, base)", False))
+            "ALLOW_CONFIG_CHANGE", tr("Resume even if the configuration changed (scale, bands, model size, base)"), False))
+
+    def checkParameterValues(self, parameters, context):  # noqa: N802 (QGIS API name)
+        """Refuses, before the run, any inputs but A (the reference alone) or B (the real pair together)."""
+        ok, message = super().checkParameterValues(parameters, context)
+        if not ok:
+            return ok, message
+        given = {k for k in INPUTS if parameters.get(k)}
+        if given in COMBINATIONS:
+            return True, ""
+        names = ", ".join(self.parameterDefinition(k).description() for k in INPUTS if k in given) or self.tr("none")
+        return False, self.tr("Give either A. the reference HR-HSI alone (supervised) or B. the real LR-HSI and the real HR-MSI "
+                              "together (self-supervised); given: {names}").format(names=names)
 
     def execute(self, parameters, context, feedback):
         require("torch", "onnx", "safetensors", purpose="Training")
