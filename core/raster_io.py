@@ -53,6 +53,12 @@ __all__ = [
     "bands_with_data",
     "bounded_gdal_cache",
     "RasterWriter",
+    "OUTPUT_TYPES",
+    "INT16_NODATA",
+    "OVERVIEW_MIN_SIZE",
+    "int16_value_scale",
+    "approximate_max_abs",
+    "output_options",
     "read_meta",
     "read_raster",
     "write_raster",
@@ -320,6 +326,15 @@ def iter_windows(rows: int, cols: int, block: int | tuple[int, int]) -> Iterator
 _NP_TO_GDAL = {"float32": gdal.GDT_Float32, "float64": gdal.GDT_Float64, "int16": gdal.GDT_Int16,
                "uint16": gdal.GDT_UInt16, "uint8": gdal.GDT_Byte, "int32": gdal.GDT_Int32}
 
+OUTPUT_TYPES = ("float32", "int16")
+"""How a result can be stored: ``float32`` (as computed) or ``int16`` (scaled integers, see :func:`output_options`)."""
+INT16_NODATA = -32768
+"""The nodata value of an ``int16`` output; valid values are clipped to -32767..32767."""
+INT16_HEADROOM = 1.25
+"""An ``int16`` output keeps room for values this many times larger than the input's largest."""
+OVERVIEW_MIN_SIZE = 2048
+"""Outputs with a side of at least this many pixels get internal overviews (pyramids) when committed."""
+
 
 def _temp_path(path: Path) -> Path:
     return path.with_name(f".{path.stem}.partial-{uuid.uuid4().hex[:8]}{path.suffix or '.tif'}")
@@ -583,6 +598,14 @@ class RasterWriter:
     may hold NaN: they become ``nodata`` (NaN itself when ``nodata`` is None for a float type).
     Use as a context manager; on an exception the temporary file is deleted.
 
+    An integer ``dtype`` stores ``round(value / value_scale)`` (``value_scale`` None = 1), clipped to the type's
+    range less ``nodata``, and records ``value_scale`` as GDAL's band scale, so readers (this module, QGIS,
+    GDAL tools) get the values back; NaN becomes ``nodata``, which an integer output with NaN needs.
+    :attr:`clipped` counts the values the range cut. An output with a side of ``overview_min_size``
+    pixels or more (None = never) gets internal AVERAGE overviews, halving down to about 256 pixels, at
+    :meth:`commit`. With ``wavelengths``, the composite :func:`core.rendering.default_rgb` picks is
+    recorded as the ``ENVI`` domain's ``default_bands`` (1-based red, green, blue).
+
     The output path is locked (:class:`OutputLock`) from construction until :meth:`commit` or
     :meth:`abort`: a second writer of the same path raises :class:`OutputLocked`. Partial files
     of this path left by a killed run are removed. Any failure (creating, writing, flushing or
@@ -604,6 +627,8 @@ class RasterWriter:
         dtype: str = "float32",
         metadata: dict[str, str] | None = None,
         block: int = 256,
+        value_scale: float | None = None,
+        overview_min_size: int | None = OVERVIEW_MIN_SIZE,
     ):
         self.path = Path(path)
         self.shape = tuple(int(s) for s in shape)
@@ -622,7 +647,13 @@ class RasterWriter:
             if seq is not None and len(seq) != bands:
                 raise RasterError(f"{self.path}: {len(seq)} {key} given for {bands} bands")
         self.dtype = np.dtype(dtype)
+        if value_scale is not None and (self.dtype.kind not in "iu" or not value_scale > 0):
+            raise RasterError(f"{self.path}: a value scale needs an integer data type and a positive scale, got {dtype} "
+                              f"and {value_scale}")
         self.nodata = nodata
+        self.value_scale = value_scale
+        self.overview_min_size = overview_min_size
+        self.clipped = 0
         self._lock = OutputLock(self.path).acquire()
         try:
             _remove_stale_partials(self.path)
@@ -644,6 +675,8 @@ class RasterWriter:
                         self._ds.SetProjection(crs_wkt)
                     if metadata:
                         self._ds.SetMetadata({str(k): str(v) for k, v in metadata.items()})
+                    if wavelengths is not None:
+                        self._ds.SetMetadataItem("default_bands", _envi_default_bands(wavelengths, bad_bands), "ENVI")
                     self._set_band_metadata(band_names, wavelengths, fwhm, bad_bands)
                 except RuntimeError as exc:
                     error = str(exc)
@@ -663,6 +696,9 @@ class RasterWriter:
                 band.SetNoDataValue(float("nan"))
             if names is not None:
                 band.SetDescription(str(names[i]))
+            if self.value_scale is not None:
+                band.SetScale(float(self.value_scale))
+                band.SetOffset(0.0)
             md, imagery = {}, {}
             if wavelengths is not None and np.isfinite(wavelengths[i]):
                 md.update(wavelength=f"{float(wavelengths[i]):.4f}", wavelength_units="Nanometers")
@@ -694,7 +730,9 @@ class RasterWriter:
             with _GdalErrors() as errs:
                 for k in range(array.shape[0]):
                     a = array[k]
-                    if self.nodata is not None and self.dtype.kind == "f":
+                    if self.dtype.kind in "iu":
+                        a = self._integers(a)
+                    elif self.nodata is not None:
                         a = np.where(np.isfinite(a), a, self.nodata)
                     rc = _call(self._ds.GetRasterBand(band_offset + k + 1).WriteArray, a.astype(self.dtype, copy=False),
                                w.col_off, w.row_off)
@@ -703,6 +741,35 @@ class RasterWriter:
         except BaseException:
             self.abort()
             raise
+
+    def _integers(self, a: np.ndarray) -> np.ndarray:
+        """``a`` (one band, NaN = nodata) as the integer values to store: divided by the value scale, rounded, clipped."""
+        info = np.iinfo(self.dtype)
+        lo, hi = int(info.min), int(info.max)
+        if self.nodata == lo:
+            lo += 1
+        elif self.nodata == hi:
+            hi -= 1
+        v = a / np.float32(self.value_scale) if self.value_scale is not None else a
+        finite = np.isfinite(v)
+        if self.nodata is None and not finite.all():
+            raise RasterError(f"{self.path}: an integer output without a nodata value cannot hold NaN")
+        self.clipped += int(np.count_nonzero(finite & ((v < lo) | (v > hi))))
+        return np.where(finite, np.clip(np.rint(np.where(finite, v, 0)), lo, hi), self.nodata or 0).astype(self.dtype)
+
+    def _build_overviews(self) -> None:
+        """Internal AVERAGE overviews (factors 2, 4, ... down to about 256 px) when a side reaches ``overview_min_size``."""
+        rows, cols = self.shape[1:]
+        if self.overview_min_size is None or max(rows, cols) < self.overview_min_size:
+            return
+        factors = [2]
+        while max(rows, cols) // (factors[-1] * 2) >= 256:
+            factors.append(factors[-1] * 2)
+        log.info("%s: building overviews (1/%s)", self.path.name, ", 1/".join(map(str, factors)))
+        with _GdalErrors() as errs:
+            rc = _call(self._ds.BuildOverviews, "AVERAGE", factors)
+        if rc or errs.messages:
+            raise self._write_failure(errs.messages, rc or "building the overviews failed")
 
     def _detail(self, messages: list[str], rc) -> str:
         """GDAL's own causes first (those not naming the temporary file), at most two."""
@@ -734,6 +801,7 @@ class RasterWriter:
                 rc = _call(self._ds.FlushCache)
             if rc:
                 raise self._write_failure(errs.messages, rc)
+            self._build_overviews()
             if messages := self._close_dataset():
                 raise self._write_failure(messages, "closing failed")
             self._publish()
@@ -741,6 +809,8 @@ class RasterWriter:
             self.abort()
             raise
         self._lock.release()
+        if self.clipped:
+            log.warning("%s: %d value(s) outside the %s range were clipped", self.path, self.clipped, self.dtype.name)
         return self.path
 
     def _publish(self) -> None:
@@ -789,6 +859,61 @@ class RasterWriter:
         if getattr(self, "_ds", None) is not None or getattr(getattr(self, "_lock", None), "held", False):
             with contextlib.suppress(Exception):
                 self.abort()
+
+
+def _envi_default_bands(wavelengths, bad_bands) -> str:
+    """ENVI's ``default bands`` list of the composite :func:`core.rendering.default_rgb` picks, e.g. ``{48, 30, 16}``."""
+    from .rendering import default_rgb
+
+    good = None if bad_bands is None else ~np.asarray(bad_bands, bool)
+    return "{" + ", ".join(map(str, default_rgb(len(wavelengths), wavelengths, good).bands)) + "}"
+
+
+def int16_value_scale(max_abs: float) -> float:
+    """The band scale of an ``int16`` output whose values reach ``max_abs``: 1e-4 (values x 10000) for reflectance.
+
+    The smallest power of ten from 1e-4 up that keeps :data:`INT16_HEADROOM` times ``max_abs`` within
+    32767, so data already stored x 10000 (EnMAP L2A) keep their numbers (scale 1) and radiances get
+    what fits. Raises :class:`RasterError` past 1e9.
+    """
+    for exponent in range(-4, 10):
+        scale = 10.0 ** exponent
+        if max_abs * INT16_HEADROOM / scale <= 32767:
+            return scale
+    raise RasterError(f"values up to {max_abs:g} do not fit a 16-bit integer output; write float32")
+
+
+def approximate_max_abs(reader: RasterReader, bands: list[int] | None = None) -> float:
+    """The largest absolute value of ``reader``'s 0-based ``bands`` (default: its good bands), scale/offset applied.
+
+    From GDAL's approximate minimum and maximum of each band (an overview or a sample of blocks, so it
+    is cheap on any size); bands without a valid pixel are skipped; 0 when none has one.
+    """
+    m = reader.meta
+    idx = [int(b) for b in np.flatnonzero(m.good_bands)] if bands is None else list(bands)
+    top = 0.0
+    with _GdalErrors():
+        for b in idx:
+            try:
+                lo, hi = reader._ds.GetRasterBand(b + 1).ComputeRasterMinMax(True)
+            except RuntimeError:  # no valid pixel in the band
+                continue
+            top = max(top, *(abs(v * m.scales[b] + m.offsets[b]) for v in (lo, hi)))
+    return top
+
+
+def output_options(output_type: str, like: RasterReader, bands: list[int] | None = None) -> dict:
+    """:class:`RasterWriter` keyword arguments for an output of ``output_type`` (:data:`OUTPUT_TYPES`).
+
+    ``float32``: none (the writer's default). ``int16``: nodata :data:`INT16_NODATA` and the value
+    scale :func:`int16_value_scale` gives for values of the size of ``like``'s ``bands`` (the input
+    the output is computed from; 1e-4, i.e. x 10000, for reflectance in 0-1).
+    """
+    if output_type == "float32":
+        return {}
+    if output_type == "int16":
+        return dict(dtype="int16", nodata=INT16_NODATA, value_scale=int16_value_scale(approximate_max_abs(like, bands)))
+    raise ValueError(f"unknown output type {output_type!r}; choose one of {', '.join(OUTPUT_TYPES)}")
 
 
 def bands_with_data(read, rows: int, cols: int, progress=None, block: int = 256) -> np.ndarray:

@@ -13,7 +13,7 @@ Without ``--model`` each scene gets the bundled model that fits it
 (:func:`export.bundled.choose_model`), chosen on the client before anything is submitted (a scene
 whose inputs or output folder are missing, or that no model fits, is failed there, not retried); a
 ``--model`` is checked against each pair by :func:`export.superresolve.superresolve`, as in a
-single run.
+single run (both through the one input check, :mod:`export.inputs`).
 ``--scheduler`` connects to an existing cluster (dask-jobqueue on SLURM/PBS, Kubernetes, Coiled,
 ``dask scheduler`` + ``dask worker``); without it a ``LocalCluster`` of ``--workers`` processes
 with one thread each runs here.
@@ -76,7 +76,7 @@ INSTALL_COMMAND = f"{sys.executable} -m pip install 'dask=={DASK_VERSION}' 'dist
 """The command that installs the optional dependencies into this interpreter (``python3 build.py setup`` does too)."""
 
 SAMPLER_OPTIONS = frozenset({"steps", "sampler", "eta", "seed", "samples", "tile", "overlap", "batch", "device",
-                             "allow_fallback", "allow_scale_mismatch", "degradation"})
+                             "allow_fallback", "allow_scale_mismatch", "degradation", "output_type"})
 """Keyword arguments of :func:`export.superresolve.superresolve` that :func:`run_batch` passes to every scene."""
 
 
@@ -398,13 +398,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scheduler", default=None, help="address of an existing Dask scheduler, e.g. tcp://host:8786")
     ap.add_argument("--workers", type=int, default=2, help="LocalCluster worker processes without --scheduler (default 2)")
     dflt.add_sampler_arguments(ap)
+    dflt.add_output_arguments(ap)
     ap.add_argument("--uncertainty", action="store_true", help="also write each scene's per-pixel standard deviation to OUT_std.tif")
     ap.add_argument("--allow-fallback", action="store_true", help="run on the CPU when --device cuda/tensorrt is not usable")
     ap.add_argument("-q", "--quiet", action="store_true", help="no progress lines, only the summary")
     args = ap.parse_args(argv)
     options = dict(steps=args.steps, sampler=args.sampler, eta=args.eta, seed=args.seed, samples=args.samples, tile=args.tile,
                    overlap=args.overlap, batch=args.batch, device=args.device, degradation=args.degradation,
-                   allow_fallback=args.allow_fallback)
+                   allow_fallback=args.allow_fallback, output_type=args.output_type)
     try:
         res = run_batch(args.pairs, model=args.model or None, scheduler=args.scheduler, workers=args.workers,
                         models_dir=args.models_dir, uncertainty=args.uncertainty, log=None if args.quiet else _stderr, **options)

@@ -2,11 +2,13 @@
 
 ``python -m export.superresolve --lr LR.tif --msi MSI.tif --model M.onnx --out OUT.tif
 [--steps 25] [--sampler ddim|ancestral] [--eta 0] [--seed 0] [--samples 1] [--tile 256]
-[--overlap 32] [--batch 1] [--device auto|cpu|cuda|tensorrt] [--uncertainty STD.tif]``
+[--overlap 32] [--batch 1] [--device auto|cpu|cuda|tensorrt] [--uncertainty STD.tif] [--output-type float32|int16]``
 
 The output covers the common area of the two inputs on the MSI grid (its geotransform and CRS),
 carries the LR-HSI's band names, wavelengths, FWHM and bad-band list, and is nodata wherever
-either input is (per band for the LR-HSI, per pixel for the MSI). Tiles are read from and
+either input is (per band for the LR-HSI, per pixel for the MSI). The pair is checked against the
+model by :mod:`export.inputs` (MSI bands by name, wavelength or position; each layer's units), read
+in the model's bands and units and written back in the LR-HSI's units. Tiles are read from and
 written to disk as they complete (:mod:`export.tiling`). The output goes to a temporary file
 that is renamed only when everything succeeded: a cancel or an error leaves no output file.
 Inference needs numpy, GDAL and onnxruntime only.
@@ -29,10 +31,11 @@ import numpy as np
 from core.jobs.common import DEGRADATIONS, SNAP_SHIFT_PX, SNAP_SIGMA, estimate_degradation
 from core.pairing import PairGeometry, check_pair
 from core.progress import Cancelled, Progress
-from core.raster_io import RasterMeta, RasterReader, RasterWriter, Window, bands_with_data, bounded_gdal_cache, commit_all
+from core.raster_io import RasterReader, RasterWriter, Window, bands_with_data, bounded_gdal_cache, commit_all, output_options
 
 from . import defaults as dflt
-from .metadata import ModelMetadata, read_metadata
+from .inputs import InputMismatch, InputPlan, plan_inputs
+from .metadata import read_metadata
 from .sampler import Denoiser
 from .tiling import msi_validity, run_tiled, upsample_window, with_conditioning
 
@@ -68,10 +71,6 @@ def _duration(seconds: float) -> str:
     return f"{s // 3600} h {s % 3600 // 60:02d} min" if s >= 3600 else f"{s // 60} min {s % 60:02d} s" if s >= 60 else f"{s} s"
 
 
-class InputMismatch(ValueError):
-    """The inputs do not fit the model (bands, scale); the message names the layer, the file and the numbers."""
-
-
 @dataclass
 class SuperResolveResult:
     out_path: str
@@ -93,31 +92,35 @@ class SuperResolveResult:
 
 
 class RasterPairSource:
-    """Tiles of a GDAL LR-HSI / HR-MSI pair over their common area (``core.pairing``).
+    """Tiles of a GDAL LR-HSI / HR-MSI pair over their common area (``core.pairing``), as ``plan`` says.
 
-    ``dead_msi`` marks MSI bands with no valid pixel: they are left out of the validity test.
+    Every read gives the plan's bands in the model's order and units (:class:`export.inputs.InputPlan`).
+    ``dead_msi`` (in the model's band order) marks MSI bands with no valid pixel: they are left out of the validity test.
     """
 
-    def __init__(self, lr: RasterReader, msi: RasterReader, geom: PairGeometry, bands: list[int] | None = None,
+    def __init__(self, lr: RasterReader, msi: RasterReader, geom: PairGeometry, plan: InputPlan,
                  dead_msi: np.ndarray | None = None):
-        self.lr, self.msi, self.geom, self.bands = lr, msi, geom, bands
+        self.lr, self.msi, self.geom, self.plan = lr, msi, geom, plan
         self.scale = geom.scale
         self.rows, self.cols = geom.msi_window.height, geom.msi_window.width
         self.lr_shape = (geom.lr_window.height, geom.lr_window.width)
-        self.hsi_bands = lr.meta.bands if bands is None else len(bands)
-        self.msi_bands = msi.meta.bands
-        self._msi_good = msi.meta.good_bands if dead_msi is None else msi.meta.good_bands & ~dead_msi
+        self.hsi_bands = lr.meta.bands if plan.lr_bands is None else len(plan.lr_bands)
+        self.msi_bands = msi.meta.bands if plan.msi_bands is None else len(plan.msi_bands)
+        good = msi.meta.good_bands if plan.msi_bands is None else msi.meta.good_bands[plan.msi_bands]
+        self._msi_good = good if dead_msi is None else good & ~dead_msi
 
     def _read_lr(self, w: Window) -> np.ndarray:
         lw = self.geom.lr_window
-        return self.lr.read(Window(lw.col_off + w.col_off, lw.row_off + w.row_off, w.width, w.height), bands=self.bands)
+        a = self.lr.read(Window(lw.col_off + w.col_off, lw.row_off + w.row_off, w.width, w.height), bands=self.plan.lr_bands)
+        return self.plan.lr_units.apply(a)
 
     def read_lr_block(self, row0: int, col0: int, rows: int, cols: int) -> np.ndarray:
         return self._read_lr(Window(col0, row0, cols, rows))
 
     def read_msi_block(self, row0: int, col0: int, rows: int, cols: int) -> np.ndarray:
         mw = self.geom.msi_window
-        return self.msi.read(Window(mw.col_off + col0, mw.row_off + row0, cols, rows))
+        a = self.msi.read(Window(mw.col_off + col0, mw.row_off + row0, cols, rows), bands=self.plan.msi_bands)
+        return self.plan.msi_units.apply(a)
 
     def read(self, window: Window, lr_fill=None, msi_fill=None):
         lw = self.geom.lr_window
@@ -137,11 +140,12 @@ def _dead_bands(source: RasterPairSource, lr_name: str, msi_name: str, progress)
     notes = []
     if not lr_ok.all():
         idx = np.flatnonzero(~lr_ok)
-        sel = np.arange(len(lr_ok)) if source.bands is None else np.asarray(source.bands)
+        sel = np.arange(len(lr_ok)) if source.plan.lr_bands is None else np.asarray(source.plan.lr_bands)
         notes.append(f"LR-HSI layer '{lr_name}': band(s) {', '.join(str(int(sel[i]) + 1) for i in idx)} have no valid "
                      "pixel; they are nodata in the output")
     if not msi_ok.all():
-        notes.append(f"HR-MSI layer '{msi_name}': band(s) {', '.join(str(int(i) + 1) for i in np.flatnonzero(~msi_ok))} "
+        sel = np.arange(len(msi_ok)) if source.plan.msi_bands is None else np.asarray(source.plan.msi_bands)
+        notes.append(f"HR-MSI layer '{msi_name}': band(s) {', '.join(str(int(sel[i]) + 1) for i in np.flatnonzero(~msi_ok))} "
                      "have no valid pixel; they are filled and the result is less sharp")
     return ~lr_ok, ~msi_ok, notes
 
@@ -170,44 +174,6 @@ def _name(path, given: str | None) -> str:
     return given or os.path.basename(os.fspath(path))
 
 
-def check_inputs(lr_meta: RasterMeta, msi_meta: RasterMeta, md: ModelMetadata, geom: PairGeometry, model_path,
-                 lr_name: str | None = None, msi_name: str | None = None,
-                 allow_scale_mismatch: bool = False) -> tuple[list[str], list[int] | None]:
-    """Refuse inputs the model cannot take (:class:`InputMismatch`).
-
-    Returns warnings and the LR-HSI bands to feed the model (None = all of them).
-    """
-    mname = os.path.basename(os.fspath(model_path))
-    ln, mn = _name(lr_meta.path, lr_name), _name(msi_meta.path, msi_name)
-    try:
-        bands = md.input_selection(lr_meta.bands)
-    except ValueError:
-        full = f" ({md.input_bands} with its bad bands)" if md.input_bands else ""
-        raise InputMismatch(f"LR-HSI layer '{ln}' has {lr_meta.bands} bands but the model '{mname}' was trained for "
-                            f"{md.hsi_bands} hyperspectral bands{full}; use a model trained for this sensor, "
-                            "or subset the bands") from None
-    if msi_meta.bands != md.msi_bands:
-        raise InputMismatch(f"HR-MSI layer '{mn}' has {msi_meta.bands} bands but the model '{mname}' was trained for "
-                            f"{md.msi_bands} multispectral bands ({', '.join(md.msi_band_names or [])}); "
-                            "select the matching bands")
-    notes = []
-    if geom.scale != md.scale:
-        msg = (f"the pair '{ln}' / '{mn}' has a scale factor of {geom.scale} but the model '{mname}' was trained for "
-               f"{md.scale}")
-        if not allow_scale_mismatch:
-            raise InputMismatch(msg + "; resample the HR-MSI or use a model trained for this scale")
-        notes.append(msg + " (allowed: results may be poor)")
-    if md.wavelengths_nm is not None and lr_meta.wavelengths is not None:
-        lr_wl = np.asarray(lr_meta.wavelengths)[bands if bands is not None else slice(None)]
-        diff = np.abs(np.asarray(md.wavelengths_nm) - lr_wl)
-        tol = 5.0 if md.fwhm_nm is None else np.maximum(5.0, 0.5 * np.asarray(md.fwhm_nm))
-        if np.any(diff > tol):
-            k = int(np.argmax(diff))
-            notes.append(f"band wavelengths of '{ln}' differ from the model's (model band {k + 1}: {lr_wl[k]:.1f} nm "
-                         f"vs {md.wavelengths_nm[k]:.1f} nm)")
-    return notes, bands
-
-
 def superresolve(
     lr_path,
     msi_path,
@@ -232,6 +198,7 @@ def superresolve(
     msi_name: str | None = None,
     degradation: str = dflt.DEFAULT_DEGRADATION,
     denoiser: Denoiser | None = None,
+    output_type: str = dflt.DEFAULT_OUTPUT_TYPE,
 ) -> SuperResolveResult:
     """Fuse ``lr_path`` (LR-HSI) and ``msi_path`` (HR-MSI) with the model at ``model_path`` into ``out_path``.
 
@@ -243,6 +210,8 @@ def superresolve(
     keeps the model's nominal one; it matters for models on a global base (``mtf_glp_hs``).
     ``denoiser``: an already opened :class:`~export.sampler.Denoiser` of ``model_path`` (``device``,
     ``threads`` and ``allow_fallback`` are then its own), e.g. one per worker of :mod:`export.batch`.
+    ``output_type``: ``float32`` or ``int16`` (scaled integers, nodata -32768: reflectance in 0-1 is stored
+    x 10000; see :func:`core.raster_io.output_options`), for the output and the uncertainty alike.
     """
     t0 = time.perf_counter()
     out_path = Path(out_path)
@@ -260,22 +229,22 @@ def superresolve(
         stack.enter_context(bounded_gdal_cache())
         lr = stack.enter_context(RasterReader(lr_path))
         msi = stack.enter_context(RasterReader(msi_path))
-        notes, bands = check_inputs(lr.meta, msi.meta, md, geom, model_path, lr_name, msi_name, allow_scale_mismatch)
-        for n in notes:
+        ln, mn = _name(lr_path, lr_name), _name(msi_path, msi_name)
+        plan = plan_inputs(lr, msi, md, geom, os.path.basename(os.fspath(model_path)), ln, mn, allow_scale_mismatch)
+        for n in plan.notes:
             log.warning(n)
-        notes = list(geom.notes) + notes  # check_pair logged its own
+        notes = list(geom.notes) + plan.notes  # check_pair logged its own
         den = denoiser if denoiser is not None else Denoiser(model_path, device=device, allow_fallback=allow_fallback, threads=threads)
         log.info("%s; %s", md.describe(), den.info.describe())
         notes += den.info.notes
         prog = Progress(progress, cancel)
         prog.report(0.0, "checking the inputs")
-        ln, mn = _name(lr_path, lr_name), _name(msi_path, msi_name)
-        source = RasterPairSource(lr, msi, geom, bands)
+        source = RasterPairSource(lr, msi, geom, plan)
         dead_lr, dead_msi, empty = _dead_bands(source, ln, mn, prog.sub(0.0, PHASES["check"]))
         for n in empty:
             log.warning(n)
         notes += empty
-        source = RasterPairSource(lr, msi, geom, bands, dead_msi)
+        source = RasterPairSource(lr, msi, geom, plan, dead_msi)
         log.info("output: %d bands x %d x %d px (%.2f GB as float32), scale %d, %s %d steps x %d sample(s)",
                  lr.meta.bands, source.rows, source.cols, lr.meta.bands * source.rows * source.cols * 4 / 1e9, geom.scale,
                  sampler, steps, samples)
@@ -300,8 +269,7 @@ def superresolve(
         source = with_conditioning(source, md, prog.sub(PHASES["check"], PHASES["base"]).report, dead_lr, dead_msi, psf)
         lm = lr.meta
         nodata = next((v for v in lm.nodata if v is not None), None)
-        wl = lm.wavelengths if lm.wavelengths is not None else md.wavelengths_nm
-        fw = lm.fwhm if lm.fwhm is not None else md.fwhm_nm
+        wl, fw = plan.wavelengths, plan.fwhm
         provenance = {"hsr_diff_degradation": "model" if psf is None else
                       f"estimated: offset dy {reg.dy:+.3f} dx {reg.dx:+.3f} HR px, sigma {reg.sigma:.3f} HR px",
                       "hsr_diff_model": os.path.basename(os.fspath(model_path)), "hsr_diff_model_info": md.describe(),
@@ -310,7 +278,8 @@ def superresolve(
         shape = (lm.bands, source.rows, source.cols)  # every input band; those the model skips are nodata
         stride = int(math.ceil(tile / md.spatial_multiple) * md.spatial_multiple) - overlap  # the tiler's owner regions
         common = dict(geotransform=geom.geotransform, crs_wkt=geom.crs_wkt, nodata=nodata, wavelengths=wl, fwhm=fw,
-                      bad_bands=lm.bad_bands, block=stride if stride >= 64 and stride % 16 == 0 else 256)
+                      bad_bands=plan.bad_bands, block=stride if stride >= 64 and stride % 16 == 0 else 256
+                      ) | output_options(output_type, lr, plan.lr_bands)
         out = RasterWriter(out_path, shape, band_names=lm.band_names, metadata=provenance, **common)
         stack.callback(out.abort)  # after a commit there is nothing left to abort
         unc = None
@@ -319,9 +288,9 @@ def superresolve(
                                metadata={**provenance, "hsr_diff_content": f"per-pixel standard deviation of {samples} samples"},
                                **common)
             stack.callback(unc.abort)
-        stats = run_tiled(den, source, _WriterSink(out, unc, bands), steps=steps, sampler=sampler, eta=eta, seed=seed, samples=samples,
-                          tile=tile, overlap=overlap, batch=batch, progress=_Eta(prog.sub(PHASES["base"], 1.0), log),
-                          with_std=unc is not None)
+        sink = plan.output_sink(_WriterSink(out, unc, plan.lr_bands))  # back in the LR-HSI's units
+        stats = run_tiled(den, source, sink, steps=steps, sampler=sampler, eta=eta, seed=seed, samples=samples, tile=tile,
+                          overlap=overlap, batch=batch, progress=_Eta(prog.sub(PHASES["base"], 1.0), log), with_std=unc is not None)
         commit_all([out] if unc is None else [out, unc])
     seconds = time.perf_counter() - t0
     log.info("wrote %s (%d x %d x %d) in %.1f s on %s", out_path, *shape, seconds, den.info.provider)
@@ -365,6 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", required=True, help="exported .onnx model")
     ap.add_argument("--out", required=True, help="output GeoTIFF")
     dflt.add_sampler_arguments(ap)
+    dflt.add_output_arguments(ap)
     ap.add_argument("--threads", type=int, default=None, help="CPU threads (default: all this process may use)")
     ap.add_argument("--uncertainty", default=None, help="also write the per-pixel standard deviation here")
     ap.add_argument("--allow-fallback", action="store_true", help="run on the CPU when --device cuda/tensorrt is not usable")
@@ -376,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
         res = superresolve(args.lr, args.msi, args.model, args.out, steps=args.steps, sampler=args.sampler, eta=args.eta,
                            seed=args.seed, samples=args.samples, tile=args.tile, overlap=args.overlap, device=args.device,
                            uncertainty_path=args.uncertainty, progress=bar, batch=args.batch, threads=args.threads,
-                           allow_fallback=args.allow_fallback, degradation=args.degradation)
+                           allow_fallback=args.allow_fallback, degradation=args.degradation, output_type=args.output_type)
     except (Cancelled, KeyboardInterrupt):
         if bar:
             bar.close()

@@ -14,9 +14,11 @@ import site
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from qgis_helpers import QGIS_PROCESS, ROOT, enable_plugin, qgis_env
 
+from core.normalization import BandNormalization
 from core.raster_io import RasterWriter, read_meta
 from export.testing import contract_model, make_enmap_pair, make_metadata
 
@@ -32,7 +34,9 @@ def pair(tmp_path_factory, shared_data):
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory, pair):
-    md = make_metadata(C, M, scale=S, wavelengths_nm=pair["meta"].wavelengths, msi_band_names=[f"MSI {i + 1}" for i in range(M)])
+    md = make_metadata(C, M, scale=S, wavelengths_nm=pair["meta"].wavelengths, msi_band_names=[f"MSI {i + 1}" for i in range(M)],
+                       hsi_normalization=BandNormalization.fit(np.nan_to_num(pair["lr_array"])),
+                       msi_normalization=BandNormalization.fit(np.nan_to_num(pair["msi_array"])))
     return contract_model(tmp_path_factory.mktemp("m") / "contract.onnx", md)
 
 

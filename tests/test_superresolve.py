@@ -136,7 +136,8 @@ def test_band_count_mismatch_is_refused(pair, contract, tmp_path):
 
 
 def test_scale_mismatch_is_refused(pair, tmp_path):
-    md = make_metadata(C, M, scale=3)
+    hn, mn = _norms(pair)
+    md = make_metadata(C, M, scale=3, hsi_normalization=hn, msi_normalization=mn)
     model = contract_model(tmp_path / "x3.onnx", md)
     with pytest.raises(InputMismatch, match=r"scale factor of 4 but the model 'x3\.onnx' was trained for 3"):
         superresolve(pair["lr"], pair["msi"], model, tmp_path / "out.tif")

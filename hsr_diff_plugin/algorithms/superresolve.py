@@ -10,7 +10,7 @@ from qgis.core import (
 )
 
 from ..dependencies import require
-from .base import DEGRADATION_OPTIONS, HsrDiffAlgorithm
+from .base import DEGRADATION_OPTIONS, OUTPUT_TYPE_OPTIONS, HsrDiffAlgorithm
 
 SAMPLERS = ["ddim", "ancestral"]
 DEVICES = ["auto", "cpu", "cuda"]
@@ -28,6 +28,10 @@ class SuperResolveAlgorithm(HsrDiffAlgorithm):
     DISPLAY = "Super-resolve hyperspectral image (HSR-Diff)"
     GROUP = "Super-resolution"
     GROUP_ID = "superresolution"
+    SHORT = "Sharpens a hyperspectral image (EnMAP, PRISMA...) with a multispectral one (Sentinel-2...) by a diffusion model"
+    TAGS = ("hyperspectral", "multispectral", "super-resolution", "sharpening", "pansharpening", "hypersharpening", "fusion",
+            "image fusion", "data fusion", "diffusion", "deep learning", "CDFormer", "ONNX", "EnMAP", "PRISMA", "DESIS",
+            "Sentinel-2", "Landsat", "spatial resolution", "HSI", "MSI")
     HELP = (
         "Fuses a low-resolution hyperspectral image (LR-HSI) with a high-resolution multispectral image (HR-MSI) of the "
         "same place into a high-resolution hyperspectral image with a conditional diffusion model (HSR-Diff CDFormer, "
@@ -35,6 +39,15 @@ class SuperResolveAlgorithm(HsrDiffAlgorithm):
         "<b>Model</b>: an .onnx file written by <i>Train HSR-Diff model</i>; left empty, the bundled model whose metadata "
         "fits the layers is used (EnMAP + Sentinel-2 at scale 3, 4, 8; CAVE-style 31 bands + RGB at 4, 8). A model that "
         "does not fit the layers (band counts, scale factor) is refused with the reason.<br>"
+        "<b>Input check</b> (the same here, in <tt>python -m export.superresolve</tt> and in <tt>export.batch</tt>): the "
+        "MSI bands are matched to the model's by name (case, spaces and punctuation ignored), else by centre wavelength, "
+        "else taken in order with a warning (refused when a band's name belongs to another position); an MSI with more "
+        "bands gives the model those it names. Each layer's values (1st and 99th percentiles of a sample, GDAL scale, "
+        "offset and nodata applied) are compared with the model's training data: reflectance 0-1 for a model trained "
+        "on reflectance x 10000, or the reverse, is rescaled (int16 with a GDAL scale of 0.0001, as EnMAP L2A ships, "
+        "reads as 0-1) and the output keeps the LR-HSI's units; a Sentinel-2 L2A offset of +1000 is removed; each with a "
+        "warning in the log. Any other mismatch is refused with the numbers. An LR-HSI without band wavelengths gets "
+        "the model's in the output.<br>"
         "<b>Degradation</b>: <i>estimate</i> (default) fits the pair's sub-pixel offset between the LR grid and the "
         "MSI and its PSF width, and matches the conditioning base to them (offsets under 0.1 HR px and widths within "
         "5 % count as the model's own; an implausible estimate falls back with a warning); <i>nominal</i> keeps the "
@@ -55,33 +68,40 @@ class SuperResolveAlgorithm(HsrDiffAlgorithm):
     )
 
     def initAlgorithm(self, config=None):  # noqa: N802 (QGIS API name)
-        self.addParameter(QgsProcessingParameterRasterLayer("LR_HSI", "Low-resolution hyperspectral image"))
-        self.addParameter(QgsProcessingParameterRasterLayer("HR_MSI", "High-resolution multispectral image"))
+        tr = self.tr
+        self.addParameter(QgsProcessingParameterRasterLayer("LR_HSI", tr("Low-resolution hyperspectral image")))
+        self.addParameter(QgsProcessingParameterRasterLayer("HR_MSI", tr("High-resolution multispectral image")))
         d = _defaults()
-        self.addParameter(QgsProcessingParameterFile("MODEL", "HSR-Diff model (.onnx; empty = the bundled model that fits)",
+        self.addParameter(QgsProcessingParameterFile("MODEL", tr("HSR-Diff model (.onnx; empty = the bundled model that fits)"),
                                                      extension="onnx", optional=True))
-        self.addParameter(QgsProcessingParameterEnum("SAMPLER", "Sampler", options=["DDIM", "Ancestral (paper)"],
+        self.addParameter(QgsProcessingParameterEnum("SAMPLER", tr("Sampler"), options=[tr("DDIM"), tr("Ancestral (paper)")],
                                                      defaultValue=SAMPLERS.index(d.DEFAULT_SAMPLER)))
-        self.addParameter(QgsProcessingParameterNumber("STEPS", "Denoising steps", QgsProcessingParameterNumber.Integer,
+        self.addParameter(QgsProcessingParameterNumber("STEPS", tr("Denoising steps"), QgsProcessingParameterNumber.Integer,
                                                        d.DEFAULT_STEPS, minValue=1, maxValue=100))
-        self.addParameter(QgsProcessingParameterNumber("SEED", "Random seed", QgsProcessingParameterNumber.Integer, d.DEFAULT_SEED))
-        self.addParameter(QgsProcessingParameterNumber("SAMPLES", "Number of samples (averaged)",
+        self.addParameter(QgsProcessingParameterNumber("SEED", tr("Random seed"), QgsProcessingParameterNumber.Integer,
+                                                       d.DEFAULT_SEED))
+        self.addParameter(QgsProcessingParameterNumber("SAMPLES", tr("Number of samples (averaged)"),
                                                        QgsProcessingParameterNumber.Integer, d.DEFAULT_SAMPLES, minValue=1, maxValue=64))
-        self.addParameter(QgsProcessingParameterNumber("TILE", "Tile size (HR pixels)", QgsProcessingParameterNumber.Integer,
+        self.addParameter(QgsProcessingParameterNumber("TILE", tr("Tile size (HR pixels)"), QgsProcessingParameterNumber.Integer,
                                                        d.DEFAULT_TILE, minValue=32, maxValue=4096))
-        self.addParameter(QgsProcessingParameterNumber("OVERLAP", "Tile overlap (HR pixels)", QgsProcessingParameterNumber.Integer,
+        self.addParameter(QgsProcessingParameterNumber("OVERLAP", tr("Tile overlap (HR pixels)"), QgsProcessingParameterNumber.Integer,
                                                        d.DEFAULT_OVERLAP, minValue=0, maxValue=1024))
-        self.addParameter(QgsProcessingParameterEnum("DEVICE", "Device", options=["Auto (GPU when available)", "CPU", "CUDA"],
+        self.addParameter(QgsProcessingParameterEnum("DEVICE", tr("Device"), options=[tr("Auto (GPU when available)"), tr("CPU"),
+                                                                                    tr("CUDA")],
                                                      defaultValue=DEVICES.index(d.DEFAULT_DEVICE)))
         self.addParameter(QgsProcessingParameterEnum(
-            "DEGRADATION", "Degradation (the PSF the conditioning base is matched to)", options=[d[1] for d in DEGRADATION_OPTIONS],
+            "DEGRADATION", tr("Degradation (the PSF the conditioning base is matched to)"), options=[d[1] for d in DEGRADATION_OPTIONS],
             defaultValue=[d[0] for d in DEGRADATION_OPTIONS].index(d.DEFAULT_DEGRADATION)))
-        eta = QgsProcessingParameterNumber("ETA", "DDIM eta (0 = deterministic)", QgsProcessingParameterNumber.Double,
+        eta = QgsProcessingParameterNumber("ETA", tr("DDIM eta (0 = deterministic)"), QgsProcessingParameterNumber.Double,
                                            d.DEFAULT_ETA, minValue=0.0, maxValue=1.0)
         eta.setFlags(eta.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
         self.addParameter(eta)
-        self.addParameter(QgsProcessingParameterRasterDestination("OUTPUT", "Super-resolved HR-HSI"))
-        self.addParameter(QgsProcessingParameterRasterDestination("UNCERTAINTY", "Uncertainty (per-pixel std of the samples)",
+        out_type = QgsProcessingParameterEnum("OUTPUT_TYPE", tr("Output data type"), options=[o[1] for o in OUTPUT_TYPE_OPTIONS],
+                                              defaultValue=[o[0] for o in OUTPUT_TYPE_OPTIONS].index(d.DEFAULT_OUTPUT_TYPE))
+        out_type.setFlags(out_type.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+        self.addParameter(out_type)
+        self.addParameter(QgsProcessingParameterRasterDestination("OUTPUT", tr("Super-resolved HR-HSI")))
+        self.addParameter(QgsProcessingParameterRasterDestination("UNCERTAINTY", tr("Uncertainty (per-pixel std of the samples)"),
                                                                   optional=True, createByDefault=False))
 
     def execute(self, parameters, context, feedback):
@@ -114,12 +134,16 @@ class SuperResolveAlgorithm(HsrDiffAlgorithm):
                 uncertainty_path=unc, progress=prog.report, cancel=feedback.isCanceled,
                 lr_name=lr_name, msi_name=msi_name,
                 degradation=DEGRADATION_OPTIONS[self.parameterAsEnum(parameters, "DEGRADATION", context)][0],
+                output_type=OUTPUT_TYPE_OPTIONS[self.parameterAsEnum(parameters, "OUTPUT_TYPE", context)][0],
             )
         for note in res.notes:
             feedback.pushWarning(note)
         feedback.pushInfo(f"{res.bands} bands, {res.cols} x {res.rows} px (scale {res.scale}), {res.tiles} tile(s), "
                           f"{res.steps} {res.sampler} steps x {res.samples} sample(s) in {res.seconds:.1f} s on {res.provider_info}")
+        name = f"{lr_name} HSR-Diff x{res.scale}"
+        self.load_as(context, out, name)
         outputs = {"OUTPUT": out}
         if unc:
+            self.load_as(context, unc, self.tr("{name} uncertainty").format(name=name))
             outputs["UNCERTAINTY"] = unc
         return outputs
