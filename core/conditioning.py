@@ -21,12 +21,13 @@ BASES = ("bicubic", "mtf_glp_hs")
 
 
 def base_image(lr: np.ndarray, msi: np.ndarray, scale: int, base: str = "bicubic", psf_sigma: float | None = None,
-               valid: np.ndarray | None = None) -> np.ndarray:
+               valid: np.ndarray | None = None, psf: np.ndarray | None = None) -> np.ndarray:
     """The conditioning image, float32 ``(bands, rows * scale, cols * scale)``, in physical units.
 
     ``lr`` ``(bands, rows, cols)`` and ``msi`` ``(msi_bands, rows * scale, cols * scale)``; NaN = nodata
     (filled by the nearest valid pixel for ``mtf_glp_hs``, by the caller for ``bicubic``).
-    ``psf_sigma``: the Gaussian PSF in HR pixels the GLP filter is matched to (None = FWHM of ``scale``).
+    ``psf_sigma``: the Gaussian PSF in HR pixels the GLP filter is matched to (None = FWHM of ``scale``);
+    ``psf``: a kernel instead (e.g. an estimated, shifted one: :meth:`core.sensor.estimate.Registration.psf`).
     """
     if base == "bicubic":
         return upsample(lr, scale)
@@ -34,7 +35,7 @@ def base_image(lr: np.ndarray, msi: np.ndarray, scale: int, base: str = "bicubic
         from .baselines import mtf_glp_hs
         from .sensor import gaussian_psf
 
-        return mtf_glp_hs(lr, msi, scale, psf=gaussian_psf(scale, psf_sigma), valid=valid)
+        return mtf_glp_hs(lr, msi, scale, psf=gaussian_psf(scale, psf_sigma) if psf is None else psf, valid=valid)
     raise ValueError(f"unknown conditioning base {base!r}; choose one of {', '.join(BASES)}")
 
 

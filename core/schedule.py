@@ -10,9 +10,16 @@ Conventions (SR3 / WaveGrad, as used by HSR-Diff, Wu et al. ICCV 2023):
 * Forward process ``q(Z_t | Z_0) = N(sqrt(gamma_t) Z_0, (1 - gamma_t) I)``.
 * The network is conditioned on the continuous *noise level* ``sqrt(gamma)`` (a scalar in
   ``[0, 1]`` per sample), never on the integer step ``t``.
-* The network predicts the clean image ``Z_0``; every reverse update is written as
-  ``Z_prev = c_x0 * Z0_hat + c_xt * Z_t + sigma * noise``, so the samplers only apply the
-  coefficients computed here.
+* The network predicts the clean image ``Z0_hat``; every reverse update is written as
+  ``X_prev = c_x0 * Z0_hat + c_base * base + c_xt * X_t + sigma * noise`` (``c_x0`` and ``c_base``
+  fold the encoding of ``Z0_hat`` into the diffused variable), so the samplers only apply the
+  coefficients computed here, and decode ``X_0`` at the end.
+* The diffused variable ``X`` (``NoiseSchedule.variable``) is either the normalised image itself
+  (``"image"``, the paper's formulation: ``X = Z``) or the normalised residual over the
+  conditioning base (``"residual"``: ``X = (Z - base) / variable_scale``, about unit variance on
+  the training pixels). ``NoiseSchedule.encode`` / ``decode`` map between the two; the network
+  always takes ``X_t`` and returns the clean image ``Z0_hat``, which the samplers encode before
+  the update and decode at the end.
 """
 
 from __future__ import annotations
@@ -21,7 +28,9 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-__all__ = ["NoiseSchedule", "SamplingStep", "sampling_plan"]
+__all__ = ["NoiseSchedule", "SamplingStep", "sampling_plan", "VARIABLES"]
+
+VARIABLES = ("image", "residual")
 
 
 @dataclass(frozen=True)
@@ -29,12 +38,32 @@ class NoiseSchedule:
     """Linear beta schedule over ``steps`` training steps.
 
     The defaults are SR3's (T = 2000, beta from 1e-6 to 1e-2), which the HSR-Diff paper
-    follows; ``gamma_T`` is then about 4.5e-5, so ``Z_T`` is pure noise to within 1 %.
+    follows; ``gamma_T`` is then about 4.5e-5, so ``X_T`` is pure noise to within 1 %.
+    ``variable`` / ``variable_scale``: what is diffused (module docstring). Why a residual: with
+    a strong base (MTF-GLP-HS) the image differs from the base by ~1e-3 in normalised units, so a
+    noisy image ``Z_t`` says nothing about the correction except at the last ~1 % of noise levels
+    and the network learns to ignore it; the scaled residual keeps every noise level informative.
     """
 
     steps: int = 2000
     beta_start: float = 1e-6
     beta_end: float = 1e-2
+    variable: str = "image"
+    variable_scale: float = 1.0
+
+    def __post_init__(self):
+        if self.variable not in VARIABLES:
+            raise ValueError(f"schedule variable must be one of {VARIABLES}, got {self.variable!r}")
+        if not self.variable_scale > 0:
+            raise ValueError(f"schedule variable_scale must be positive, got {self.variable_scale}")
+
+    def encode(self, z0, base):
+        """The diffused variable ``X`` of a normalised image ``z0`` over its base (numpy or torch, any shape)."""
+        return z0 if self.variable == "image" else (z0 - base) * (1.0 / self.variable_scale)
+
+    def decode(self, x, base):
+        """The normalised image of a diffused variable ``x`` (inverse of :meth:`encode`)."""
+        return x if self.variable == "image" else base + self.variable_scale * x
 
     @property
     def betas(self) -> np.ndarray:
@@ -63,7 +92,8 @@ class NoiseSchedule:
     def from_dict(cls, d: dict) -> NoiseSchedule:
         if d.get("kind", "linear") != "linear":
             raise ValueError(f"unknown noise schedule kind {d.get('kind')!r}")
-        return cls(steps=int(d["steps"]), beta_start=float(d["beta_start"]), beta_end=float(d["beta_end"]))
+        return cls(steps=int(d["steps"]), beta_start=float(d["beta_start"]), beta_end=float(d["beta_end"]),
+                   variable=str(d.get("variable", "image")), variable_scale=float(d.get("variable_scale", 1.0)))
 
 
 def q_sample_coefficients(noise_level: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -74,9 +104,10 @@ def q_sample_coefficients(noise_level: np.ndarray) -> tuple[np.ndarray, np.ndarr
 
 @dataclass(frozen=True)
 class SamplingStep:
-    """One reverse update ``Z_prev = c_x0 * Z0_hat + c_xt * Z_t + sigma * noise``.
+    """One reverse update ``X_prev = c_x0 * Z0_hat + c_base * base + c_xt * X_t + sigma * noise``.
 
-    ``noise_level`` is the ``sqrt(gamma_t)`` the network is given at this step.
+    ``noise_level`` is the ``sqrt(gamma_t)`` the network is given at this step; ``Z0_hat`` is the
+    network's clean image and ``base`` the conditioning base (``c_base`` is 0 for ``variable = "image"``).
     """
 
     index: int
@@ -84,6 +115,7 @@ class SamplingStep:
     c_x0: float
     c_xt: float
     sigma: float
+    c_base: float = 0.0
 
 
 SAMPLERS = ("ancestral", "ddim")
@@ -96,7 +128,7 @@ def sampling_plan(schedule: NoiseSchedule, n_steps: int, sampler: str = "ddim", 
     ``T`` down to 1).  ``"ancestral"`` is the DDPM posterior ``q(Z_{t-1} | Z_t, Z0_hat)`` on the
     respaced schedule, as printed in the paper (with ``n_steps = T`` it is exactly the paper's
     update); ``"ddim"`` is Song et al.'s update with stochasticity ``eta`` (0 = deterministic).
-    The last step never adds noise.
+    The last step never adds noise, and gives ``X_0 = encode(Z0_hat)`` exactly (``c_xt = 0``).
     """
     if sampler not in SAMPLERS:
         raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
@@ -119,5 +151,7 @@ def sampling_plan(schedule: NoiseSchedule, n_steps: int, sampler: str = "ddim", 
             sigma = eta * np.sqrt((1.0 - g_prev) / (1.0 - g_t) * (1.0 - g_t / g_prev))
             c_xt = np.sqrt(max(1.0 - g_prev - sigma**2, 0.0)) / np.sqrt(1.0 - g_t)
             c_x0 = np.sqrt(g_prev) - c_xt * np.sqrt(g_t)
-        plan.append(SamplingStep(i, float(np.sqrt(g_t)), float(c_x0), float(c_xt), float(sigma)))
+        # X0 = encode(Z0_hat) = a * Z0_hat + b * base
+        a, b = (1.0, 0.0) if schedule.variable == "image" else (1.0 / schedule.variable_scale, -1.0 / schedule.variable_scale)
+        plan.append(SamplingStep(i, float(np.sqrt(g_t)), float(a * c_x0), float(c_xt), float(sigma), float(b * c_x0)))
     return plan

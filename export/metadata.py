@@ -25,6 +25,11 @@ __all__ = [
     "METADATA_KEY",
     "INPUT_NAMES",
     "OUTPUT_NAME",
+    "GRAPHS",
+    "graph_names",
+    "CONDITION_INPUTS",
+    "STEP_INPUTS",
+    "feature_names",
     "ModelFileError",
     "ModelMetadata",
     "read_metadata",
@@ -35,6 +40,26 @@ FORMAT_VERSION = 1
 METADATA_KEY = "hsr_diff"
 INPUT_NAMES = ("noisy", "noise_level", "lr_up", "msi")
 OUTPUT_NAME = "x0"
+GRAPHS = ("fused", "split")
+"""Graph layouts. ``fused``: ``(noisy, noise_level, lr_up, msi) -> x0``, both streams at every step.
+``split``: two disjoint parts in one graph, the conditioning stream ``(lr_up, msi) -> features_k`` and
+one denoising step ``(noisy, noise_level, base, features_in_k) -> x0`` (``base`` is ``lr_up`` again),
+so the features are computed once per tile; a run feeds small placeholders to the part it skips."""
+STEP_INPUTS = ("noisy", "noise_level", "base")
+CONDITION_INPUTS = ("lr_up", "msi")
+
+
+def feature_names(count: int) -> tuple[list[str], list[str]]:
+    """The split graph's feature inputs of the step part and outputs of the conditioning part."""
+    return [f"features_in_{k}" for k in range(count)], [f"features_{k}" for k in range(count)]
+
+
+def graph_names(graph: str, features: int = 0) -> tuple[list[str], list[str]]:
+    """``(inputs, outputs)`` of a graph layout (:data:`GRAPHS`) with ``features`` feature tensors."""
+    if graph == "fused":
+        return list(INPUT_NAMES), [OUTPUT_NAME]
+    f_in, f_out = feature_names(features)
+    return [*STEP_INPUTS, *f_in, *CONDITION_INPUTS], [OUTPUT_NAME, *f_out]
 
 
 class ModelFileError(ValueError):
@@ -75,6 +100,12 @@ class ModelMetadata:
     band_indices: list[int] | None = None
     # The conditioning image the model was trained on (core.conditioning.BASES).
     base: str = "bicubic"
+    graph: str = "fused"  # GRAPHS
+    features: int = 0  # feature tensors between the split graph's two parts (its stream's layers)
+    width: int = 0  # channels of each feature tensor
+    # The factor that turns the spread of the samples into a calibrated standard deviation of the error
+    # (fitted on training pixels, bench/calibrate.py); 1 = uncalibrated.
+    uncertainty_scale: float = 1.0
 
     def __post_init__(self) -> None:
         self.hsi_bands, self.msi_bands = int(self.hsi_bands), int(self.msi_bands)
@@ -120,6 +151,12 @@ class ModelMetadata:
                 problems.append(f"band_indices go up to {max(idx)} but the input has {self.input_bands} bands")
         if self.base not in BASES:
             problems.append(f"unknown conditioning base {self.base!r} (this code knows {', '.join(BASES)})")
+        if self.graph not in GRAPHS:
+            problems.append(f"unknown graph layout {self.graph!r} (this code knows {', '.join(GRAPHS)})")
+        elif self.graph == "split" and (self.features < 1 or self.width < 1):
+            problems.append(f"a split graph needs features >= 1 and width >= 1 (got {self.features}, {self.width})")
+        if not self.uncertainty_scale > 0:
+            problems.append(f"uncertainty_scale must be positive, got {self.uncertainty_scale}")
         if self.precision not in ("float32", "float16"):
             problems.append(f"precision must be float32 or float16, got {self.precision!r}")
         if problems:
@@ -153,7 +190,11 @@ class ModelMetadata:
             "input_bands": self.input_bands,
             "band_indices": self.band_indices,
             "base": self.base,
-            "inputs": list(INPUT_NAMES),
+            "graph": self.graph,
+            "features": self.features,
+            "width": self.width,
+            "uncertainty_scale": self.uncertainty_scale,
+            "inputs": graph_names(self.graph, self.features)[0],
             "output": OUTPUT_NAME,
         }
 
@@ -186,6 +227,10 @@ class ModelMetadata:
             input_bands=d.get("input_bands"),
             band_indices=d.get("band_indices"),
             base=d.get("base", "bicubic"),
+            graph=d.get("graph", "fused"),
+            features=int(d.get("features", 0)),
+            width=int(d.get("width", 0)),
+            uncertainty_scale=float(d.get("uncertainty_scale", 1.0)),
         )
 
     def to_json(self) -> str:
@@ -222,6 +267,7 @@ class ModelMetadata:
             input_bands=info.get("input_bands", data.get("input_bands")),
             band_indices=info.get("band_indices", data.get("band_indices")),
             base=info.get("base", data.get("base", "bicubic")),
+            uncertainty_scale=float(info.get("uncertainty_scale", 1.0)),
         )
 
     def input_selection(self, n_bands: int) -> list[int] | None:
@@ -243,8 +289,9 @@ class ModelMetadata:
             wl = f" ({self.wavelengths_nm[0]:.0f}-{self.wavelengths_nm[-1]:.0f} nm)"
         used = f" (of {self.input_bands})" if self.input_bands and self.input_bands != self.hsi_bands else ""
         base = "" if self.base == "bicubic" else f", residual on {self.base}"
+        variable = ", diffusing the residual" if self.schedule.variable == "residual" else ""
         return (f"HSR-Diff {self.preset} model: {self.hsi_bands}{used} HSI bands{wl}, {self.msi_bands} MSI bands, scale {self.scale}, "
-                f"{self.precision}, schedule T={self.schedule.steps}{base}")
+                f"{self.precision}, schedule T={self.schedule.steps}{base}{variable}, {self.graph} graph")
 
 
 # ---------------------------------------------------------------------- reading from a file

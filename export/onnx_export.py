@@ -2,9 +2,12 @@
 
 ``python -m export.onnx_export CHECKPOINT_DIR OUT.onnx [--fp16]``
 
-The graph follows the denoiser contract of docs/ARCHITECTURE.md: inputs ``noisy``
-``(n, hsi_bands, H, W)``, ``noise_level`` ``(n,)``, ``lr_up`` ``(n, hsi_bands, H, W)``, ``msi``
-``(n, msi_bands, H, W)``, output ``x0``; batch, ``H`` and ``W`` are dynamic (multiples of the
+The graph follows the denoiser contract of docs/ARCHITECTURE.md in one of two layouts
+(:data:`export.metadata.GRAPHS`). ``split`` (the default): two disjoint parts, the conditioning
+stream ``(lr_up (n, hsi_bands, H, W), msi (n, msi_bands, H, W)) -> features_k (n, width, H, W)`` and
+one denoising step ``(noisy (n, hsi_bands, H, W), noise_level (n,), base (n, hsi_bands, H, W),
+features_in_k) -> x0``, so a sampler computes the features once per tile. ``fused`` (``split=False``):
+``(noisy, noise_level, lr_up, msi) -> x0``. Batch, ``H`` and ``W`` are dynamic (multiples of the
 model's ``spatial_multiple``). Opset 17, TorchScript exporter (``dynamo=False``). The
 :class:`~export.metadata.ModelMetadata` JSON goes into ``metadata_props`` under ``hsr_diff``.
 The file is written to a temporary name in the target folder, checked with ``onnx.checker``,
@@ -26,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .metadata import INPUT_NAMES, METADATA_KEY, OUTPUT_NAME, ModelMetadata
+from .metadata import CONDITION_INPUTS, METADATA_KEY, ModelMetadata, feature_names, graph_names
 
 __all__ = ["OPSET", "export_model", "export_checkpoint", "untrained_export_info"]
 
@@ -36,36 +39,46 @@ OPSET = 17
 IR_VERSION = 8  # read by every onnxruntime >= 1.10
 
 
-def _wrap_fp16(model):
-    """float32 in and out, float16 inside: the model traced under float16 autocast.
+def _graph_module(model, split: bool, fp16: bool):
+    """The module traced for export: the fused denoiser or its split form (module docstring).
 
-    Autocast puts convolutions, linear layers and matrix products in float16 (their weights
-    become float16 initialisers after constant folding) and keeps reductions, normalisations
-    and softmax in float32, the usual mixed-precision split.
+    ``fp16``: float32 in and out, float16 inside (traced under float16 autocast, which puts
+    convolutions, linear layers and matrix products in float16 - their weights become float16
+    initialisers after constant folding - and keeps reductions, normalisations and softmax in
+    float32, the usual mixed-precision split).
     """
+    import contextlib
+
     import torch
 
-    class Half(torch.nn.Module):
+    count = len(model.sr_layers)
+
+    class Graph(torch.nn.Module):
         def __init__(self, inner):
             super().__init__()
             self.inner = inner
 
-        def forward(self, noisy, noise_level, lr_up, msi):
-            with torch.autocast("cpu", dtype=torch.float16):
-                x0 = self.inner(noisy, noise_level, lr_up, msi)
-            return x0.float()
+        def forward(self, *inputs):
+            with torch.autocast("cpu", dtype=torch.float16) if fp16 else contextlib.nullcontext():
+                if not split:
+                    return self.inner(*inputs).float()
+                noisy, level, base = inputs[:3]
+                feats_in, (lr_up, msi) = list(inputs[3:3 + count]), inputs[3 + count:]
+                x0 = self.inner.denoise(noisy, level, base, feats_in)
+                return (x0.float(), *(f.float() for f in self.inner.condition(lr_up, msi)))
 
-    return Half(model)
+    return Graph(model)
 
 
 def export_model(model, export_info: dict, out_path: str | os.PathLike, fp16: bool = False, example_size: int | None = None,
-                 check: bool = True) -> Path:
+                 check: bool = True, split: bool = True) -> Path:
     """Export ``model`` (a CDFormer in eval mode) with the metadata built from ``export_info``.
 
-    ``example_size`` is the side of the example input used for tracing (default 2 windows).
-    Returns the written path.
+    ``example_size`` is the side of the example input used for tracing (default 2 windows);
+    ``split``: the split graph layout (module docstring), else the fused one. Returns the written path.
     """
     import copy
+    import dataclasses
 
     import onnx
     import torch
@@ -77,28 +90,30 @@ def export_model(model, export_info: dict, out_path: str | os.PathLike, fp16: bo
     mult = int(getattr(model, "spatial_multiple", meta.spatial_multiple))
     if mult != meta.spatial_multiple:
         raise ValueError(f"the model's spatial_multiple ({mult}) differs from export_info's ({meta.spatial_multiple})")
-    model = copy.deepcopy(model).cpu().float().eval()
-    if fp16:
-        model = _wrap_fp16(model).eval()
+    if split:
+        meta = dataclasses.replace(meta, graph="split", features=len(model.sr_layers), width=int(model.cfg.width))
+    model = _graph_module(copy.deepcopy(model).cpu().float().eval(), split, fp16).eval()
     side = int(example_size or 2 * mult)
     n = 2
     g = torch.Generator().manual_seed(0)
-    example = (
-        torch.randn(n, meta.hsi_bands, side, side, generator=g),
-        torch.rand(n, generator=g),
-        torch.randn(n, meta.hsi_bands, side, side, generator=g),
-        torch.randn(n, meta.msi_bands, side, side, generator=g),
-    )
-    axes = {"noisy": {0: "batch", 2: "height", 3: "width"}, "noise_level": {0: "batch"},
-            "lr_up": {0: "batch", 2: "height", 3: "width"}, "msi": {0: "batch", 2: "height", 3: "width"},
-            OUTPUT_NAME: {0: "batch", 2: "height", 3: "width"}}
+    image = {"noisy": meta.hsi_bands, "lr_up": meta.hsi_bands, "base": meta.hsi_bands, "msi": meta.msi_bands}
+    f_in, f_out = feature_names(meta.features)
+    image.update({k: meta.width for k in f_in + f_out})
+    input_names, output_names = graph_names(meta.graph, meta.features)
+    example = tuple(torch.rand(n, generator=g) if k == "noise_level" else torch.randn(n, image[k], side, side, generator=g)
+                    for k in input_names)
+    # The two parts of a split graph get their own dimension names: ORT plans memory assuming that
+    # equal names are equal sizes, and each run feeds placeholders of another size to one part.
+    cond = set(CONDITION_INPUTS) | set(f_out) if split else set()
+    axes = {k: {0: "batch"} if k == "noise_level" else
+            {0: f"{p}batch", 2: f"{p}height", 3: f"{p}width"} for k in input_names + output_names for p in ["c_" if k in cond else ""]}
     tmp = out_path.with_name(f".{out_path.name}.partial-{uuid.uuid4().hex[:8]}")
     try:
         with torch.no_grad(), warnings.catch_warnings():
             # dynamo=False is deliberate (the TorchScript exporter handles the dynamic window shapes).
             warnings.filterwarnings("ignore", category=DeprecationWarning)
             warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
-            torch.onnx.export(model, example, str(tmp), input_names=list(INPUT_NAMES), output_names=[OUTPUT_NAME],
+            torch.onnx.export(model, example, str(tmp), input_names=input_names, output_names=output_names,
                               dynamic_axes=axes, opset_version=OPSET, do_constant_folding=True, dynamo=False)
         proto = onnx.load(str(tmp))
         if proto.ir_version > IR_VERSION:
@@ -150,12 +165,18 @@ def untrained_export_info(model, scale: int = 4, hsi_norm=None, msi_norm=None, w
     }
 
 
-def export_checkpoint(ckpt_dir: str | os.PathLike, out_path: str | os.PathLike, fp16: bool = False) -> Path:
-    """Export a training checkpoint folder (or run directory) with its EMA weights."""
+def export_checkpoint(ckpt_dir: str | os.PathLike, out_path: str | os.PathLike, fp16: bool = False, split: bool = True,
+                      uncertainty_scale: float | None = None) -> Path:
+    """Export a training checkpoint folder (or run directory) with its EMA weights.
+
+    ``uncertainty_scale``: the calibration factor of the samples' spread to store (``bench/calibrate.py``).
+    """
     from core.training.checkpoint import load_for_export
 
     model, info = load_for_export(ckpt_dir)
-    return export_model(model, info, out_path, fp16=fp16)
+    if uncertainty_scale is not None:
+        info = {**info, "uncertainty_scale": float(uncertainty_scale)}
+    return export_model(model, info, out_path, fp16=fp16, split=split)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -163,13 +184,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("checkpoint", help="checkpoint folder or run directory")
     ap.add_argument("out", help="output .onnx path")
     ap.add_argument("--fp16", action="store_true", help="also write a float16 variant next to it (<out>.fp16.onnx)")
+    ap.add_argument("--fused", action="store_true", help="one graph for both streams (features recomputed at every step)")
+    ap.add_argument("--uncertainty-scale", type=float, default=None, help="calibration factor of the samples' spread")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    opts = dict(split=not args.fused, uncertainty_scale=args.uncertainty_scale)
     try:
-        print(export_checkpoint(args.checkpoint, args.out))
+        print(export_checkpoint(args.checkpoint, args.out, **opts))
         if args.fp16:
             out = Path(args.out)
-            print(export_checkpoint(args.checkpoint, out.with_name(out.stem + ".fp16.onnx"), fp16=True))
+            print(export_checkpoint(args.checkpoint, out.with_name(out.stem + ".fp16.onnx"), fp16=True, **opts))
     except (OSError, ValueError, KeyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

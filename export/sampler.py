@@ -1,10 +1,14 @@
 """Reverse diffusion with ONNX Runtime: numpy and onnxruntime only (no torch on this path).
 
-Every update is ``Z_prev = c_x0 * x0 + c_xt * Z_t + sigma * noise`` with the coefficients of
-:func:`core.schedule.sampling_plan`; ``Z_T`` and every ``noise`` come from a :class:`NoiseField`,
+Every update is ``X_prev = c_x0 * x0 + c_base * base + c_xt * X_t + sigma * noise`` with the
+coefficients of :func:`core.schedule.sampling_plan` (``X`` is the diffused variable of the model's
+schedule: the image or its scaled residual over the base; the result is decoded back to the image
+at the end); ``X_T`` and every ``noise`` come from a :class:`NoiseField`,
 one noise field defined on the whole output grid and keyed by position, so a tile sees the same
 noise as the whole image at the same pixels (see :mod:`export.tiling`).
 
+A model with the split graph layout (:data:`export.metadata.GRAPHS`) has its conditioning features
+computed once per batch of tiles and fed to every step; a fused one runs both streams at every step.
 On a GPU provider the tensors stay on the device between steps (IO binding with ``OrtValue``s;
 the update itself is a small ONNX graph run by the same provider), so each step copies
 only the fresh noise up and one float down. On the CPU the update is plain numpy around ``session.run``.
@@ -26,8 +30,8 @@ import numpy as np
 from core.progress import Cancelled, Progress
 from core.schedule import SamplingStep, sampling_plan
 
-from .metadata import INPUT_NAMES, OUTPUT_NAME, ModelFileError, ModelMetadata, read_metadata
-from .providers import ProviderError, create_session
+from .metadata import OUTPUT_NAME, ModelFileError, ModelMetadata, feature_names, graph_names, read_metadata
+from .providers import create_session
 
 __all__ = [
     "Cancelled",
@@ -174,12 +178,13 @@ def _node(op: str, inputs: Sequence[str], output: str, name: str) -> bytes:
     return b"".join(_ld(1, i) for i in inputs) + _ld(2, output) + _ld(3, name) + _ld(4, op)
 
 
-_UPDATE_INPUTS = ("x0", "z", "noise", "c_x0", "c_xt", "sigma")
+_UPDATE_INPUTS = ("x0", "z", "noise", "base", "c_x0", "c_xt", "sigma", "c_base")
+_UPDATE_TENSORS = ("x0", "z", "noise", "base")
 _TENSOR = ("n", "c", "h", "w")
 
 
 def update_model_bytes() -> bytes:
-    """A serialised ONNX model ``z_prev = c_x0 * x0 + c_xt * z + sigma * noise`` (opset 17, IR 8).
+    """A serialised ONNX model ``z_prev = c_x0 * x0 + c_xt * z + sigma * noise + c_base * base`` (opset 17, IR 8).
 
     Its second output ``x0_check`` ``(1, 1, 1, 1)`` is ``sum(x0 - x0)``: 0 when every value of
     ``x0`` is finite, NaN otherwise (the IO-binding path reads it back instead of ``x0``).
@@ -191,21 +196,25 @@ def update_model_bytes() -> bytes:
         _node("Mul", ["c_xt", "z"], "b", "mul_xt"),
         _node("Add", ["a", "b"], "ab", "add_ab"),
         _node("Mul", ["sigma", "noise"], "c", "mul_noise"),
-        _node("Add", ["ab", "c"], "z_prev", "add_noise"),
+        _node("Add", ["ab", "c"], "abc", "add_noise"),
+        _node("Mul", ["c_base", "base"], "d", "mul_base"),
+        _node("Add", ["abc", "d"], "z_prev", "add_base"),
         _node("Sub", ["x0", "x0"], "x0_zero", "sub_x0"),
         _node("ReduceSum", ["x0_zero"], "x0_check", "sum_x0"),
     ]
     graph = (b"".join(_ld(1, n) for n in nodes) + _ld(2, "hsr_diff_update")
-             + b"".join(_ld(11, _value_info(i, _TENSOR if i in ("x0", "z", "noise") else [1])) for i in _UPDATE_INPUTS)
+             + b"".join(_ld(11, _value_info(i, _TENSOR if i in _UPDATE_TENSORS else [1])) for i in _UPDATE_INPUTS)
              + _ld(12, _value_info("z_prev", _TENSOR)) + _ld(12, _value_info("x0_check", [1, 1, 1, 1])))
     opset = _ld(1, "") + _vi(2, 17)
     return _vi(1, 8) + _ld(2, "hsr-diff") + _ld(7, graph) + _ld(8, opset)
 
 
-def _update_numpy(step: SamplingStep, x0: np.ndarray, z: np.ndarray, noise: np.ndarray | None) -> np.ndarray:
+def _update_numpy(step: SamplingStep, x0: np.ndarray, z: np.ndarray, noise: np.ndarray | None, base: np.ndarray) -> np.ndarray:
     out = np.float32(step.c_x0) * x0 + np.float32(step.c_xt) * z
     if noise is not None:
         out = out + np.float32(step.sigma) * noise
+    if step.c_base:
+        out = out + np.float32(step.c_base) * base
     return out.astype(np.float32, copy=False)
 
 
@@ -237,7 +246,7 @@ class Denoiser:
         self.metadata: ModelMetadata = read_metadata(self.path)
         try:
             self.session, self.info = create_session(self.path, device, allow_fallback, threads)
-        except (ProviderError, ValueError):
+        except ValueError:  # ProviderError included: a clear message already
             raise
         except Exception as exc:
             raise ModelFileError(f"{self.path}: ONNX Runtime cannot load this model ({type(exc).__name__}: {exc})") from exc
@@ -252,10 +261,13 @@ class Denoiser:
         m = self.metadata
         ins = {i.name: i for i in self.session.get_inputs()}
         outs = [o.name for o in self.session.get_outputs()]
-        if set(ins) != set(INPUT_NAMES) or OUTPUT_NAME not in outs:
-            raise ModelFileError(f"{self.path}: graph inputs {sorted(ins)} / outputs {outs} do not follow the denoiser contract "
-                                 f"(inputs {list(INPUT_NAMES)}, output '{OUTPUT_NAME}')")
-        for name, bands in (("noisy", m.hsi_bands), ("lr_up", m.hsi_bands), ("msi", m.msi_bands)):
+        want_in, want_out = graph_names(m.graph, m.features)
+        if set(ins) != set(want_in) or not set(want_out) <= set(outs):
+            raise ModelFileError(f"{self.path}: graph inputs {sorted(ins)} / outputs {outs} do not follow the {m.graph} denoiser "
+                                 f"contract (inputs {want_in}, outputs {want_out})")
+        for name, bands in (("noisy", m.hsi_bands), ("lr_up", m.hsi_bands), ("base", m.hsi_bands), ("msi", m.msi_bands)):
+            if name not in ins:
+                continue
             shape = ins[name].shape
             if len(shape) != 4 or (isinstance(shape[1], int) and shape[1] != bands):
                 raise ModelFileError(f"{self.path}: graph input '{name}' has shape {shape} but the metadata says {bands} bands")
@@ -263,10 +275,49 @@ class Denoiser:
             if i.type != "tensor(float)":
                 raise ModelFileError(f"{self.path}: graph input '{name}' is {i.type}; hsr-diff graphs take float32")
 
-    def __call__(self, noisy: np.ndarray, noise_level: np.ndarray, lr_up: np.ndarray, msi: np.ndarray) -> np.ndarray:
-        feeds = {"noisy": np.ascontiguousarray(noisy, np.float32), "noise_level": np.ascontiguousarray(noise_level, np.float32),
-                 "lr_up": np.ascontiguousarray(lr_up, np.float32), "msi": np.ascontiguousarray(msi, np.float32)}
+    @property
+    def split(self) -> bool:
+        """Whether the conditioning features are computed once (:meth:`features`) and fed to every :meth:`step`."""
+        return self.metadata.graph == "split"
+
+    def placeholders(self, part: str) -> dict[str, np.ndarray]:
+        """Smallest valid inputs ``(1, channels, m, m)`` for the part of a split graph a run skips.
+
+        ``part``: ``"step"`` (fed while computing the features) or ``"condition"`` (fed at every step).
+        """
+        m, k = self.metadata, self.metadata.spatial_multiple
+        f_in, _ = feature_names(m.features)
+        zeros = lambda c: np.zeros((1, c, k, k), np.float32)  # noqa: E731
+        if part == "step":
+            return {"noisy": zeros(m.hsi_bands), "noise_level": np.ones(1, np.float32), "base": zeros(m.hsi_bands),
+                    **{name: zeros(m.width) for name in f_in}}
+        return {"lr_up": zeros(m.hsi_bands), "msi": zeros(m.msi_bands)}
+
+    def features(self, lr_up: np.ndarray, msi: np.ndarray) -> list[np.ndarray] | None:
+        """The conditioning stream's features ``[(n, width, H, W)] * features`` of a split graph; None for a fused one."""
+        if not self.split:
+            return None
+        _, f_out = feature_names(self.metadata.features)
+        feeds = {"lr_up": np.ascontiguousarray(lr_up, np.float32), "msi": np.ascontiguousarray(msi, np.float32),
+                 **self.placeholders("step")}
+        return self.session.run(f_out, feeds)
+
+    def step(self, noisy: np.ndarray, noise_level: np.ndarray, lr_up: np.ndarray, msi: np.ndarray,
+             features: list[np.ndarray] | None) -> np.ndarray:
+        """One network evaluation ``x0`` ``(n, hsi_bands, H, W)``; ``features`` from :meth:`features` (split graphs)."""
+        noisy, noise_level = np.ascontiguousarray(noisy, np.float32), np.ascontiguousarray(noise_level, np.float32)
+        lr_up = np.ascontiguousarray(lr_up, np.float32)
+        if not self.split:
+            feeds = {"noisy": noisy, "noise_level": noise_level, "lr_up": lr_up, "msi": np.ascontiguousarray(msi, np.float32)}
+        else:
+            f_in, _ = feature_names(self.metadata.features)
+            feeds = {"noisy": noisy, "noise_level": noise_level, "base": lr_up, **dict(zip(f_in, features, strict=True)),
+                     **self.placeholders("condition")}
         return self.session.run([OUTPUT_NAME], feeds)[0]
+
+    def __call__(self, noisy: np.ndarray, noise_level: np.ndarray, lr_up: np.ndarray, msi: np.ndarray) -> np.ndarray:
+        """One evaluation of both streams (the fused contract, whatever the graph layout)."""
+        return self.step(noisy, noise_level, lr_up, msi, self.features(lr_up, msi))
 
     def output_error(self, x0: np.ndarray, where: str) -> ModelOutputError:
         """The error for a network output ``x0`` ``(n, bands, H, W)`` with non-finite values, at ``where`` (step, tile)."""
@@ -297,20 +348,22 @@ class SampleResult:
     std: np.ndarray | None  # per-pixel sample standard deviation (ddof 1), normalised; None for 1 sample
 
 
-def _one_sample_numpy(den: Denoiser, lr_up, msi, plan, noise: NoiseFn, s: int, prog: StepCounter | None, msg: str) -> np.ndarray:
+def _one_sample_numpy(den: Denoiser, lr_up, msi, feats, plan, noise: NoiseFn, s: int, prog: StepCounter | None,
+                      msg: str) -> np.ndarray:
     n = lr_up.shape[0]
     z = noise(s, 0)
     for k, st in enumerate(plan):
-        x0 = den(z, np.full((n,), st.noise_level, np.float32), lr_up, msi)
+        x0 = den.step(z, np.full((n,), st.noise_level, np.float32), lr_up, msi, feats)
         den.check_output(x0, f"step {k + 1}/{len(plan)} ({msg})")
         eps = noise(s, k + 1) if st.sigma > 0 else None
-        z = _update_numpy(st, x0, z, eps)
+        z = _update_numpy(st, x0, z, eps, lr_up)
         if prog is not None:
-            prog.advance(n, msg)
+            prog.advance(n, f"step {k + 1}/{len(plan)}, {msg}")
     return z
 
 
-def _one_sample_bound(den: Denoiser, lr_up, msi, plan, noise: NoiseFn, s: int, prog: StepCounter | None, msg: str) -> np.ndarray:
+def _one_sample_bound(den: Denoiser, lr_up, msi, feats, plan, noise: NoiseFn, s: int, prog: StepCounter | None,
+                      msg: str) -> np.ndarray:
     import onnxruntime as ort
 
     dev = "cuda" if den.info.on_gpu else "cpu"
@@ -319,7 +372,7 @@ def _one_sample_bound(den: Denoiser, lr_up, msi, plan, noise: NoiseFn, s: int, p
     shape = tuple(lr_up.shape)
     # On the CPU an OrtValue made from numpy shares its memory: ``keep`` holds those arrays alive.
     keep = [np.ascontiguousarray(noise(s, 0), np.float32), np.zeros(shape, np.float32)]
-    lr_v, msi_v = OV.ortvalue_from_numpy(lr_up, dev, 0), OV.ortvalue_from_numpy(msi, dev, 0)
+    lr_v = OV.ortvalue_from_numpy(lr_up, dev, 0)
     z_v = OV.ortvalue_from_numpy(keep[0], dev, 0)
     z_next = OV.ortvalue_from_shape_and_type(shape, np.float32, dev, 0)
     x0_v = OV.ortvalue_from_shape_and_type(shape, np.float32, dev, 0)
@@ -327,16 +380,25 @@ def _one_sample_bound(den: Denoiser, lr_up, msi, plan, noise: NoiseFn, s: int, p
     eps_v = OV.ortvalue_from_numpy(keep[1], dev, 0)
     upd = den.update_session()
     io, io_u = den.session.io_binding(), upd.io_binding()
-    io.bind_ortvalue_input("lr_up", lr_v)
-    io.bind_ortvalue_input("msi", msi_v)
+    if den.split:
+        io.bind_ortvalue_input("base", lr_v)
+        for name, f in zip(feature_names(den.metadata.features)[0], feats, strict=True):
+            io.bind_ortvalue_input(name, f)
+        for name, v in den.placeholders("condition").items():
+            keep.append(v)
+            io.bind_ortvalue_input(name, OV.ortvalue_from_numpy(v, dev, 0))
+    else:
+        io.bind_ortvalue_input("lr_up", lr_v)
+        io.bind_ortvalue_input("msi", OV.ortvalue_from_numpy(msi, dev, 0))
     io.bind_ortvalue_output(OUTPUT_NAME, x0_v)
     io_u.bind_ortvalue_input("x0", x0_v)
     io_u.bind_ortvalue_input("noise", eps_v)
+    io_u.bind_ortvalue_input("base", lr_v)
     eps_is_zero = True
     for k, st in enumerate(plan):
         # Bound CPU arrays may be used in place, so they stay referenced until the runs are done.
         level = np.full((n,), st.noise_level, np.float32)
-        coefs = {name: np.array([v], np.float32) for name, v in (("c_x0", st.c_x0), ("c_xt", st.c_xt), ("sigma", st.sigma))}
+        coefs = {name: np.array([getattr(st, name)], np.float32) for name in ("c_x0", "c_xt", "sigma", "c_base")}
         io.bind_ortvalue_input("noisy", z_v)
         io.bind_cpu_input("noise_level", level)
         den.session.run_with_iobinding(io)
@@ -356,10 +418,29 @@ def _one_sample_bound(den: Denoiser, lr_up, msi, plan, noise: NoiseFn, s: int, p
             raise den.output_error(x0_v.numpy(), f"step {k + 1}/{len(plan)} ({msg})")
         z_v, z_next = z_next, z_v
         if prog is not None:
-            prog.advance(n, msg)
+            prog.advance(n, f"step {k + 1}/{len(plan)}, {msg}")
     out = z_v.numpy().copy()
     del keep
     return out
+
+
+def _bound_features(den: Denoiser, lr_up: np.ndarray, msi: np.ndarray) -> list:
+    """The split graph's features as ``OrtValue``s left on the provider's device (IO binding)."""
+    import onnxruntime as ort
+
+    dev = "cuda" if den.info.on_gpu else "cpu"
+    io = den.session.io_binding()
+    keep = [lr_up, msi]
+    io.bind_ortvalue_input("lr_up", ort.OrtValue.ortvalue_from_numpy(lr_up, dev, 0))
+    io.bind_ortvalue_input("msi", ort.OrtValue.ortvalue_from_numpy(msi, dev, 0))
+    for name, v in den.placeholders("step").items():
+        keep.append(v)
+        io.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(v, dev, 0))
+    for name in feature_names(den.metadata.features)[1]:
+        io.bind_output(name, dev)
+    den.session.run_with_iobinding(io)
+    del keep
+    return list(io.get_outputs())  # in the order bound
 
 
 def reverse_diffusion(
@@ -388,11 +469,19 @@ def reverse_diffusion(
     if io_binding is None:
         io_binding = denoiser.info.on_gpu
     run = _one_sample_bound if io_binding else _one_sample_numpy
+    feats = None
+    if denoiser.split:
+        feats = _bound_features(denoiser, lr_up, msi) if io_binding else denoiser.features(lr_up, msi)
+    schedule = denoiser.metadata.schedule
+
+    def one(s: int, msg: str) -> np.ndarray:
+        return schedule.decode(run(denoiser, lr_up, msi, feats, plan, noise, s, progress, msg), lr_up)
+
     if samples == 1:
-        return SampleResult(run(denoiser, lr_up, msi, plan, noise, 0, progress, message), None)
+        return SampleResult(one(0, message).astype(np.float32, copy=False), None)
     mean = m2 = None
     for s in range(samples):
-        z = run(denoiser, lr_up, msi, plan, noise, s, progress, f"{message}, sample {s + 1}/{samples}").astype(np.float64)
+        z = one(s, f"{message}, sample {s + 1}/{samples}").astype(np.float64)
         if mean is None:
             mean, m2 = z, np.zeros_like(z)
         else:  # Welford

@@ -22,7 +22,11 @@ ENMAP = "enmap_potsdam_north.tif"
 
 
 def make_metadata(hsi_bands: int, msi_bands: int, scale: int = 4, spatial_multiple: int = 8, **kw) -> ModelMetadata:
-    """Metadata with a non-trivial normalisation (offsets 100..200, scale 50 for the HSI)."""
+    """Metadata with a non-trivial normalisation (offsets 100..200, scale 50 for the HSI; 10, 5 for the MSI).
+
+    That normalisation matches no real data: the input check (:mod:`export.inputs`) refuses real
+    reflectance x 10000 against it, so tests on real files pass normalisations fitted on them.
+    """
     hn = kw.pop("hsi_normalization", BandNormalization(np.linspace(100, 200, hsi_bands).astype(np.float32),
                                                        np.full(hsi_bands, 50, np.float32)))
     mn = kw.pop("msi_normalization", BandNormalization(np.full(msi_bands, 10, np.float32), np.full(msi_bands, 5, np.float32)))
@@ -73,8 +77,8 @@ def contract_model(path, metadata: ModelMetadata | None, hsi_bands: int | None =
 
 def export_untrained(path, preset: str, hsi_bands: int, msi_bands: int, scale: int = 4, seed: int = 0, fp16: bool = False,
                      hsi_norm: BandNormalization | None = None, msi_norm: BandNormalization | None = None,
-                     wavelengths_nm=None, **overrides):
-    """Build a randomly initialised CDFormer, export it; returns ``(path, torch model)``."""
+                     wavelengths_nm=None, split: bool = True, **overrides):
+    """Build a randomly initialised CDFormer, export it (``split``: the split graph layout); returns ``(path, torch model)``."""
     import torch
 
     from core.model import build_model
@@ -88,7 +92,7 @@ def export_untrained(path, preset: str, hsi_bands: int, msi_bands: int, scale: i
         with torch.no_grad():
             model.head.weight.mul_(10.0)
     info = untrained_export_info(model, scale, hsi_norm, msi_norm, wavelengths_nm)
-    return export_model(model, info, path, fp16=fp16), model
+    return export_model(model, info, path, fp16=fp16, split=split), model
 
 
 def make_enmap_pair(folder, shared_data, bands: list[int] | None = None, scale: int = 4, msi_bands: int = 4,

@@ -392,7 +392,8 @@ def run_tiled(
             mean[inv_b[k]] = np.nan
             std = None
             if with_std:
-                std = np.zeros_like(mean) if res.std is None else res.std[k, :, :t.height, :t.width] * hn.scale[:, None, None]
+                std = (np.zeros_like(mean) if res.std is None else
+                       res.std[k, :, :t.height, :t.width] * (hn.scale[:, None, None] * md.uncertainty_scale))
                 std[inv_b[k]] = np.nan
             contribute(t, mean, std)
             finalise(t.i, t.j)

@@ -17,7 +17,7 @@ import pytest
 
 from core.progress import Cancelled
 from core.resample import upsample
-from core.schedule import sampling_plan
+from core.schedule import NoiseSchedule, sampling_plan
 from export.metadata import ModelFileError
 from export.providers import ProviderError, create_session, default_threads, gpu_provider_usable
 from export.sampler import MAX_ANCESTRAL_STEPS, Denoiser, NoiseField, make_plan, reverse_diffusion, update_model_bytes
@@ -57,15 +57,17 @@ def test_update_graph_is_valid_onnx_and_computes_the_update():
     onnx = pytest.importorskip("onnx")
     model = onnx.load_from_string(update_model_bytes())
     onnx.checker.check_model(model, full_check=True)
-    assert [i.name for i in model.graph.input] == ["x0", "z", "noise", "c_x0", "c_xt", "sigma"]
+    assert [i.name for i in model.graph.input] == ["x0", "z", "noise", "base", "c_x0", "c_xt", "sigma", "c_base"]
     sess, info = create_session(update_model_bytes(), "cpu", threads=1)
     g = np.random.default_rng(1)
-    x0, z, eps = (g.standard_normal((2, 3, 4, 5)).astype(np.float32) for _ in range(3))
-    st = sampling_plan(make_metadata(3, 1).schedule, 10, "ancestral")[3]
-    got = sess.run(None, {"x0": x0, "z": z, "noise": eps, "c_x0": np.array([st.c_x0], np.float32),
-                          "c_xt": np.array([st.c_xt], np.float32), "sigma": np.array([st.sigma], np.float32)})[0]
-    ref = np.float32(st.c_x0) * x0 + np.float32(st.c_xt) * z + np.float32(st.sigma) * eps
-    np.testing.assert_array_equal(got, ref)
+    x0, z, eps, base = (g.standard_normal((2, 3, 4, 5)).astype(np.float32) for _ in range(4))
+    schedule = NoiseSchedule(variable="residual", variable_scale=0.03)
+    st = sampling_plan(schedule, 10, "ancestral")[3]
+    assert st.c_base == pytest.approx(-st.c_x0)
+    coefs = {k: np.array([getattr(st, k)], np.float32) for k in ("c_x0", "c_xt", "sigma", "c_base")}
+    got = sess.run(None, {"x0": x0, "z": z, "noise": eps, "base": base, **coefs})[0]
+    ref = (np.float32(st.c_x0) * x0 + np.float32(st.c_xt) * z + np.float32(st.sigma) * eps) + np.float32(st.c_base) * base
+    np.testing.assert_allclose(got, ref, rtol=1e-6, atol=1e-4)
     assert info.provider == "cpu" and info.threads == 1
 
 
@@ -235,6 +237,7 @@ def test_progress_and_cancel_between_steps(contract):
     fr = [f for f, _ in seen]
     assert fr == sorted(fr) and fr[0] == 0.0 and fr[-1] == 1.0
     assert any("tile 2/" in m for _, m in seen)
+    assert any(m.startswith("step 3/4, tile 2/") for _, m in seen)  # the step and the tile, as the plugin shows them
     calls = []
 
     def cancel():
@@ -302,7 +305,7 @@ def test_update_graph_flags_a_non_finite_x0():
     g = np.random.default_rng(3)
     x0, z, eps = (g.standard_normal((2, 3, 4, 5)).astype(np.float32) * 1e30 for _ in range(3))
     one = np.array([1.0], np.float32)
-    feeds = {"z": z, "noise": eps, "c_x0": one, "c_xt": one, "sigma": one}
+    feeds = {"z": z, "noise": eps, "base": z, "c_x0": one, "c_xt": one, "sigma": one, "c_base": one * 0}
     assert sess.run(["x0_check"], {**feeds, "x0": x0})[0].tolist() == [[[[0.0]]]]  # large but finite: no overflow
     for bad in (np.nan, np.inf, -np.inf):
         x = x0.copy()

@@ -63,7 +63,7 @@ def test_superresolve_with_bundled_model(qgis_app, pairs):
     # Every phase moves the bar, in order, and the output size is logged before the tiles run.
     assert fb.values == sorted(fb.values) and fb.values[-1] == 100
     texts = " | ".join(fb.texts)
-    assert texts.index("checking the inputs") < texts.index("fitting MTF-GLP-HS") < texts.index("tile 1/1")
+    assert texts.index("checking the inputs") < texts.index("fitting MTF-GLP-HS") < texts.index("step 1/4, tile 1/1")
     assert any(i.startswith("output: 224 bands x 48 x 48 px") for i in fb.infos)
     out, om = read_raster(res["OUTPUT"])
     mm, hm = read_meta(msi), read_meta(hr)

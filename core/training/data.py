@@ -360,6 +360,41 @@ def _spectral_copies(sc: Scene, rng: np.random.Generator, count: int, scale: int
     return out
 
 
+def _degraded_copies(sc: Scene, rng: np.random.Generator, count: int, scale: int, sensor: str, wavelengths: np.ndarray,
+                     fwhm, msi_names: list[str], base: str, psf_sigma) -> list[Scene]:
+    """``count`` sub-windows of ``sc`` (``data.degradation_augment``), each made into a pair by a new random degradation.
+
+    Each window (each side 1/2 to all of the scene's, on the LR grid) lies wholly on training pixels. Its pair
+    comes from :func:`core.sensor.protocols.random_degradation` (PSF width and shape, kernel parity and decimation
+    phase, sub-pixel shift, SRF centres and widths, MSI gain and offset, noise), and its base is the one inference
+    computes for that pair by default: with the degradation estimated from the pair
+    (:func:`core.jobs.common.estimate_degradation`, its snapping and fallback included).
+    Why: the bundled models were trained on one degradation (centred Gaussian, FWHM = scale, the exact response)
+    and lost several dB to CNMF on pairs made another way; real pairs always differ from the nominal.
+    """
+    from core.jobs.common import estimate_degradation
+    from core.sensor.protocols import random_degradation
+
+    def reader(cube):
+        return lambda r, c, h, w: cube[:, r:r + h, c:c + w]
+
+    out = []
+    for _ in range(200 * max(count, 0)):
+        if len(out) == count:
+            break
+        r, c, hh, ww = _random_window(rng, sc.valid.shape, scale, 2)
+        if not sc.valid[r : r + hh, c : c + ww].all():
+            continue
+        ref = sc.ref[:, r : r + hh, c : c + ww]
+        deg = random_degradation(rng, scale, len(msi_names))
+        lr, msi = deg.apply(ref, scale, sensor, wavelengths, fwhm, bands=msi_names, rng=rng)
+        reg, _ = estimate_degradation(reader(lr), reader(msi), lr.shape[1:], scale, "training LR-HSI", "training HR-MSI",
+                                      psf_sigma)
+        out.append(Scene(ref, base_image(lr, msi, scale, base, psf_sigma, psf=None if reg is None else reg.psf(scale)),
+                         msi, lr, np.ones((hh, ww), bool), window=True))
+    return out
+
+
 def extra_hsi_source(item) -> tuple[str, list | None]:
     """``(path, wavelength_range)`` of one ``data.extra_hsi`` entry: a path, or ``{path, wavelength_range}`` for a
     file without band wavelengths (``[first_nm, last_nm]``, centres evenly spaced)."""
@@ -440,7 +475,9 @@ def build_data(cfg: dict, seed: int = 0) -> DataBundle:
     ``msi_bands`` (band names to keep, optional), ``psf_sigma`` (null = FWHM of ``scale``),
     ``snr_db`` (noise of the simulated pair, null = none), ``base_windows`` (extra random sub-windows per
     scene whose base is recomputed on the window, for bases other than bicubic; 0 = none), ``spectral_augment``
-    (extra recoloured sub-windows per scene, see ``_spectral_copies``; 0 = none), ``extra_hsi`` (cubes of other
+    (extra recoloured sub-windows per scene, see ``_spectral_copies``; 0 = none), ``degradation_augment`` (extra
+    sub-windows per scene, each a pair made with a new random degradation, see ``_degraded_copies``; 0 = none),
+    ``extra_hsi`` (cubes of other
     sensors resampled onto the first scene's bands, see ``_extra_scenes``), ``val_region`` (``[row, col, size]`` on
     the reference grid of the first scene - for self-supervised that is the real LR-HSI's grid -
     held out from training and used for validation; null = none), ``exclude`` (more such squares, held out
@@ -541,7 +578,13 @@ def build_data(cfg: dict, seed: int = 0) -> DataBundle:
     recoloured = [c for n, sc in enumerate(scenes + others) for c in _spectral_copies(
         sc, np.random.default_rng(seed + 2000 + n), n_spectral, scale, srf, psf, wavelengths, base, psf_sigma,
         cfg.get("snr_db"), seed + 3000 + 100 * n)]
-    extra = others + windows + recoloured
+    n_degraded = int(cfg.get("degradation_augment") or 0)
+    if n_degraded and (mode != "supervised" or wavelengths is None or not isinstance(cfg.get("srf"), str)):
+        raise ValueError("degradation_augment needs reference cubes with wavelengths and a sensor response (data.mode: supervised)")
+    degraded = [c for n, sc in enumerate(scenes) for c in _degraded_copies(
+        sc, np.random.default_rng(seed + 4000 + n), n_degraded, scale, cfg.get("srf"), wavelengths, fwhm, msi_names, base,
+        psf_sigma)]
+    extra = others + windows + recoloured + degraded
 
     ref_pixels = np.concatenate([s.ref[:, s.valid] for s in scenes], axis=1)[:, :, None]
     msi_pixels = np.concatenate([s.msi[:, s.valid] for s in scenes], axis=1)[:, :, None]
@@ -561,6 +604,7 @@ def build_data(cfg: dict, seed: int = 0) -> DataBundle:
         "extra_hsi": [extra_hsi_source(p)[0] for p in extra_paths],
         "base_windows": len(windows),
         "spectral_augment": len(recoloured),
+        "degradation_augment": len(degraded),
     }
     return DataBundle(
         scenes=scenes + extra,

@@ -1,7 +1,8 @@
 """Torch reference sampler: reverse diffusion with the coefficients of ``core.schedule.sampling_plan``.
 
-``Z_T ~ N(0, I)``; for each planned step ``x0 = model(Z_t, sqrt(gamma_t), lr_up, msi)`` and
-``Z_prev = c_x0 * x0 + c_xt * Z_t + sigma * noise``.  Nothing about the schedule is defined here.
+``X_T ~ N(0, I)``; for each planned step ``z0 = model(X_t, sqrt(gamma_t), lr_up, msi)`` and
+``X_prev = c_x0 * z0 + c_base * lr_up + c_xt * X_t + sigma * noise``; the result is ``decode(X_0)``
+(``NoiseSchedule.variable``: ``X`` is the image itself or its scaled residual over ``lr_up``).  Nothing about the schedule is defined here.
 All noise comes from a CPU ``torch.Generator`` seeded with ``seed`` (then moved to the model's
 device), so a given seed gives the same result on any device up to floating-point rounding.
 The super-resolution stream does not depend on the noise level, so it is evaluated once
@@ -49,6 +50,8 @@ def sample(
             level = torch.full((n,), st.noise_level, dtype=torch.float32, device=device)
             x0 = net.denoise(z, level, lr_up, feats) if feats is not None else net(z, level, lr_up, msi)
             z = st.c_x0 * x0.float() + st.c_xt * z
+            if st.c_base:
+                z = z + st.c_base * lr_up.float()
             if st.sigma > 0:
                 z = z + st.sigma * torch.randn(z.shape, generator=gen, dtype=torch.float32).to(device)
-    return z[..., :h, :w]
+    return schedule.decode(z, lr_up.float())[..., :h, :w]

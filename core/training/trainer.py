@@ -204,7 +204,6 @@ class Trainer:
         np.random.seed(seed % 2**32)
         self.np_rng = np.random.default_rng(seed)
         self.noise_gen = torch.Generator(device="cpu").manual_seed(seed + 1)
-        self.schedule = NoiseSchedule(**self.cfg["schedule"])
         self.data = data or build_data(self.cfg["data"], seed=seed)
         ckpt = None
         if resume and not (self.run_dir / "latest").exists():
@@ -221,6 +220,10 @@ class Trainer:
             else:
                 mcfg["residual_scale"] = round(self.data.residual_rms(), 6)
                 self.log(f"residual_scale auto: {mcfg['residual_scale']} (RMS of reference - base on the training pixels)")
+        sched = dict(self.cfg["schedule"])
+        if sched.get("variable_scale") == "auto":  # the diffused residual in the units the head outputs
+            sched["variable_scale"] = float(mcfg.get("residual_scale", 1.0))
+        self.schedule = NoiseSchedule(**sched)
         self.model = build_model(preset, self.data.hsi_bands, self.data.msi_bands, **mcfg).to(self.device)
         self.ema = EMA(self.model, self.cfg["ema"]["decay"])
         o = self.cfg["optim"]
@@ -294,7 +297,8 @@ class Trainer:
         dev = self.device
         z0, lr_up, msi, lr = (batch[k][sl].to(dev) for k in ("z0", "lr_up", "msi", "lr"))
         g = levels[sl].to(dev)
-        zt = g[:, None, None, None] * z0 + torch.sqrt(1.0 - g**2)[:, None, None, None] * noise[sl].to(dev)
+        x0 = self.schedule.encode(z0, lr_up)
+        zt = g[:, None, None, None] * x0 + torch.sqrt(1.0 - g**2)[:, None, None, None] * noise[sl].to(dev)
         lr_now = lr_at(cfg, self.step)
         for group in self.opt.param_groups:
             group["lr"] = lr_now
