@@ -190,7 +190,7 @@ def test_tiny_model_overfits_one_real_patch(cave_npz):
 
     before = evaluate()
     n = 4
-    for _ in range(150):
+    for _ in range(200):
         g = torch.from_numpy(sch.sample_training_levels(rng, n))
         zt = g[:, None, None, None] * z0 + (1 - g**2).sqrt()[:, None, None, None] * torch.randn(n, *z0.shape[1:])
         loss = (net(zt, g, lu.expand(n, -1, -1, -1), ms.expand(n, -1, -1, -1)) - z0).abs().mean()
@@ -314,6 +314,25 @@ def test_spectral_augment_recolours_training_windows_only(cave_npz):
         assert np.allclose(base_image(sc.lr, sc.msi, 4, base="mtf_glp_hs"), sc.lr_up)
     g = random_spectral_gain(np.linspace(400, 700, 31), np.random.default_rng(1))
     assert g.shape == (31,) and (g > 0).all() and np.abs(np.diff(np.log(g))).max() < 0.3  # smooth and positive
+
+
+def test_degradation_augment_makes_pairs_another_way(cave_npz):
+    """Each copy is a window of training pixels whose pair was made with a random degradation, not the nominal one,
+    and whose base is the one inference computes for that pair; the statistics stay those of the real scene."""
+    cfg = dict(_cfg(cave_npz, "unused")["data"], base="mtf_glp_hs")
+    plain = build_data(cfg, seed=0)
+    data = build_data(dict(cfg, degradation_augment=2), seed=0)
+    assert data.description["degradation_augment"] == 2
+    np.testing.assert_array_equal(data.hsi_norm.scale, plain.hsi_norm.scale)
+    copies = [sc for sc in data.scenes if sc.window]
+    assert len(copies) == 2
+    for sc in copies:
+        assert sc.valid.all() and sc.lr.shape[1:] == (sc.ref.shape[1] // 4, sc.ref.shape[2] // 4)
+        nominal_lr = sensor.degrade_spatial(sc.ref, 4, sensor.gaussian_psf(4))
+        nominal_msi = np.einsum("mb,bij->mij", data.srf, sc.ref)
+        assert np.abs(sc.lr - nominal_lr).mean() > 1e-3 * np.abs(nominal_lr).mean()
+        assert np.abs(sc.msi - nominal_msi).mean() > 1e-3 * np.abs(nominal_msi).mean()
+        assert np.isfinite(sc.lr_up).all() and sc.lr_up.shape == sc.ref.shape
 
 
 def test_exclude_squares_are_held_out_but_not_validated(cave_npz):

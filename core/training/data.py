@@ -348,16 +348,22 @@ def _spectral_copies(sc: Scene, rng: np.random.Generator, count: int, scale: int
     the held-out quadrant's other colours.
     """
     out = []
-    for _ in range(200 * max(count, 0)):
-        if len(out) == count:
-            break
-        r, c, hh, ww = _random_window(rng, sc.valid.shape, scale, 4)
-        if not sc.valid[r : r + hh, c : c + ww].all():
-            continue
+    for r, c, hh, ww in _clean_windows(sc, rng, count, scale, 4):
         ref = sc.ref[:, r : r + hh, c : c + ww] * random_spectral_gain(wavelengths, rng)[:, None, None]
         out.append(_simulated_scene(ref, np.ones((hh, ww), bool), scale, srf, psf, base, psf_sigma, snr_db, seed + len(out),
                                     window=True))
+        if len(out) == count:
+            break
     return out
+
+
+def _clean_windows(sc: Scene, rng: np.random.Generator, count: int, scale: int, min_div: int):
+    """Random windows of ``sc`` (:func:`_random_window`) lying wholly on training pixels, drawn lazily, at most
+    ``200 * count`` tries."""
+    for _ in range(200 * max(count, 0)):
+        r, c, hh, ww = _random_window(rng, sc.valid.shape, scale, min_div)
+        if sc.valid[r : r + hh, c : c + ww].all():
+            yield r, c, hh, ww
 
 
 def _degraded_copies(sc: Scene, rng: np.random.Generator, count: int, scale: int, sensor: str, wavelengths: np.ndarray,
@@ -379,12 +385,7 @@ def _degraded_copies(sc: Scene, rng: np.random.Generator, count: int, scale: int
         return lambda r, c, h, w: cube[:, r:r + h, c:c + w]
 
     out = []
-    for _ in range(200 * max(count, 0)):
-        if len(out) == count:
-            break
-        r, c, hh, ww = _random_window(rng, sc.valid.shape, scale, 2)
-        if not sc.valid[r : r + hh, c : c + ww].all():
-            continue
+    for r, c, hh, ww in _clean_windows(sc, rng, count, scale, 2):
         ref = sc.ref[:, r : r + hh, c : c + ww]
         deg = random_degradation(rng, scale, len(msi_names))
         lr, msi = deg.apply(ref, scale, sensor, wavelengths, fwhm, bands=msi_names, rng=rng)
@@ -392,6 +393,8 @@ def _degraded_copies(sc: Scene, rng: np.random.Generator, count: int, scale: int
                                       psf_sigma)
         out.append(Scene(ref, base_image(lr, msi, scale, base, psf_sigma, psf=None if reg is None else reg.psf(scale)),
                          msi, lr, np.ones((hh, ww), bool), window=True))
+        if len(out) == count:
+            break
     return out
 
 
