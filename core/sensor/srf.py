@@ -95,7 +95,7 @@ def load_srf_csv(sensor: str | Path) -> tuple[np.ndarray, tuple[str, ...], np.nd
 
 
 def spectral_response(sensor: str | Path, wavelengths_nm, fwhm_nm=None, bands=None, valid_bands=None,
-                      min_coverage: float = 0.8) -> SpectralResponse:
+                      min_coverage: float = 0.8, curves=None) -> SpectralResponse:
     """Resample a sensor's response curves onto HSI bands.
 
     ``sensor``: a name from :func:`list_sensors` or a CSV path (``wavelength_nm, band1, ...``).
@@ -105,8 +105,10 @@ def spectral_response(sensor: str | Path, wavelengths_nm, fwhm_nm=None, bands=No
     ``(hsi_bands,)`` bool (ENVI ``bbl``); bad bands get zero weight.
     Raises ``ValueError`` naming the band when less than ``min_coverage`` of an MSI band's
     response falls on valid HSI bands (e.g. Sentinel-2 B10 at 1375 nm from EnMAP).
+    ``curves``: ``(wavelength_nm (n,), band_names, weights (bands, n))`` used instead of the sensor's
+    file (e.g. perturbed curves, :mod:`core.sensor.protocols`); ``sensor`` then only names the result.
     """
-    wl_srf, names, curves = load_srf_csv(sensor)
+    wl_srf, names, curves = load_srf_csv(sensor) if curves is None else curves
     sensor_name = _canonical(sensor) or Path(sensor).stem
     idx = _select(names, bands, sensor_name)
     names, curves = tuple(names[i] for i in idx), curves[idx]
