@@ -10,13 +10,15 @@ ONNX Runtime on the CPU):
 1. **Steps**: PSNR / SAM / seconds of DDIM (eta 0) at each of ``--steps``, DDIM with eta 1 and the
    ancestral sampler at 100 steps (seed 0, one sample), and the fewest DDIM steps within 0.05 dB of the
    best DDIM PSNR.
-2. **Uncertainty** (``--samples`` samples, DDIM eta 1 at the chosen steps): the spread of the samples
+2. **Uncertainty** (``--samples`` samples, DDIM with the plugin's eta at ``--unc-steps`` steps, by default the
+   plugin's steps): the spread of the samples
    against the error of their mean: the share of (pixel, band) values whose error lies within +-2 std,
    the Spearman rank correlation between std and |error|, and the ratio of the median |error| to the
    median std. ``--fit-calibration`` fits the factor that turns the spread into a standard deviation
    of the error on **training** pixels (``CALIBRATION_CROPS``, never the held-out ones): the factor
-   ``k`` for which 95 % of the training (pixel, band) errors lie within +-2 k std; it is printed for
-   ``python -m export.onnx_export --uncertainty-scale`` and the held-out figures are given with it.
+   ``k`` for which 95 % of the training (pixel, band) errors lie within +-2 k std; the held-out figures
+   are given with it, and ``--write`` stores it in the model file (``uncertainty_scale``, which
+   Super-resolve applies to the uncertainty raster; ``export.onnx_export.update_metadata``).
 
 Writes ``OUT.md`` and ``OUT.json``.
 """
@@ -38,12 +40,15 @@ if str(ROOT) not in sys.path:
 from bench.quality import load_scene, simulated_pair  # noqa: E402
 from bench.scenes import SCENES, Scene  # noqa: E402
 from core.metrics import psnr, sam  # noqa: E402
+from export.defaults import DEFAULT_ETA, DEFAULT_STEPS  # noqa: E402
 
 CALIBRATION_CROPS = (
     Scene("enmap_north_train", "enmap_potsdam_north.tif", (0, 64), (0, 64), "sentinel2",
           note="training pixels of the EnMAP models (bench/split.md)"),
     Scene("enmap_southeast_train", "enmap_potsdam_southeast.tif", (0, 64), (0, 64), "sentinel2",
           note="training pixels of the EnMAP models (bench/split.md)"),
+    Scene("cave_balloons_train", "cave_balloons.tif", (0, 128), (0, 128), "nikon_d700",
+          note="training pixels of the CAVE models (bench/split.md)"),
 )
 """Crops the calibration factor is fitted on: pixels the EnMAP models were trained on, never scored here."""
 
@@ -94,7 +99,7 @@ def fit_scale(pairs, den, steps: int, samples: int) -> float:
 
     ratios = []
     for _, lr, msi, ref in pairs:
-        mean, std, _ = fuse_arrays(den, lr, msi, steps=steps, sampler="ddim", eta=1.0, samples=samples, tile=256, overlap=32)
+        mean, std, _ = fuse_arrays(den, lr, msi, steps=steps, sampler="ddim", eta=DEFAULT_ETA, samples=samples, tile=256, overlap=32)
         b = den.metadata.scale
         e, s = np.abs(mean - ref)[:, b:-b, b:-b].ravel(), std[:, b:-b, b:-b].ravel()
         ok = np.isfinite(e) & np.isfinite(s) & (s > 0)
@@ -102,14 +107,14 @@ def fit_scale(pairs, den, steps: int, samples: int) -> float:
     return float(np.quantile(np.concatenate(ratios), COVERAGE))
 
 
-def bench_model(path: str, steps_list: list[int], samples: int, fit: bool, log) -> dict:
+def bench_model(path: str, steps_list: list[int], samples: int, fit: bool, log, unc_steps: int = DEFAULT_STEPS) -> dict:
     from export.sampler import Denoiser
     from export.tiling import fuse_arrays
 
     den = Denoiser(path, device="cpu", threads=None)
     md = den.metadata
     pairs = _pairs(md, [s for s in SCENES if s.held_out])
-    runs = [("ddim", 0.0, n) for n in steps_list] + [("ddim", 1.0, 100), ("ancestral", 1.0, 100)]
+    runs = [("ddim", 0.0, n) for n in steps_list] + ([("ddim", 1.0, 100), ("ancestral", 1.0, 100)] if 100 in steps_list else [])
     rows = []
     for name, lr, msi, ref in pairs:
         for sampler, eta, n in runs:
@@ -124,19 +129,19 @@ def bench_model(path: str, steps_list: list[int], samples: int, fit: bool, log) 
     by_steps = {n: float(np.mean([r["psnr"] for r in ddim if r["steps"] == n])) for n in steps_list}
     best = max(by_steps.values())
     chosen = min(n for n, v in by_steps.items() if v >= best - 0.05)
-    k = fit_scale(_pairs(md, CALIBRATION_CROPS), den, chosen, samples) if fit else md.uncertainty_scale
+    k = fit_scale(_pairs(md, CALIBRATION_CROPS), den, unc_steps, samples) if fit and samples > 1 else md.uncertainty_scale
     unc = []
-    for name, lr, msi, ref in pairs:
-        mean, std, _ = fuse_arrays(den, lr, msi, steps=chosen, sampler="ddim", eta=1.0, seed=0, samples=samples, tile=256,
+    for name, lr, msi, ref in pairs if samples > 1 else []:
+        mean, std, _ = fuse_arrays(den, lr, msi, steps=unc_steps, sampler="ddim", eta=DEFAULT_ETA, seed=0, samples=samples, tile=256,
                                    overlap=32)
         raw = std / md.uncertainty_scale  # the spread of the samples, before the model's own factor
-        unc.append({"scene": name, "steps": chosen, "samples": samples, **{f"raw_{k_}": v for k_, v in
+        unc.append({"scene": name, "steps": unc_steps, "samples": samples, **{f"raw_{k_}": v for k_, v in
                     uncertainty_figures(ref, mean, raw, md.scale).items()},
                     **uncertainty_figures(ref, mean, raw, md.scale, k), "k": k,
                     "psnr_mean": _score(ref, mean, md.scale)[0], "sam_mean": _score(ref, mean, md.scale)[1]})
         log(f"  {Path(path).name} {name} uncertainty: {unc[-1]}")
     return {"model": Path(path).name, "info": md.describe(), "variable": md.schedule.variable, "graph": md.graph,
-            "rows": rows, "by_steps": by_steps, "chosen_steps": chosen, "uncertainty": unc, "k": k}
+            "rows": rows, "by_steps": by_steps, "chosen_steps": chosen, "unc_steps": unc_steps, "uncertainty": unc, "k": k}
 
 
 def report(results: list[dict], samples: int) -> str:
@@ -155,7 +160,7 @@ def report(results: list[dict], samples: int) -> str:
         lines += ["", "Mean DDIM PSNR over the crops by steps: " + ", ".join(f"{n}: {v:.2f}" for n, v in res["by_steps"].items())
                   + f" dB. Fewest steps within 0.05 dB of the best: **{res['chosen_steps']}**"
                   + (f" (best - 1 step: {best - one:+.2f} dB)." if one is not None else "."), "",
-                  f"Uncertainty: {samples} samples, DDIM eta 1, {res['chosen_steps']} steps; calibration factor k = "
+                  f"Uncertainty: {samples} samples, DDIM eta {DEFAULT_ETA:g}, {res['unc_steps']} steps; calibration factor k = "
                   f"{res['k']:.3g} (fitted on training crops: {', '.join(c.name for c in CALIBRATION_CROPS)}).", "",
                   "| crop | within +-2 std (raw) | Spearman (raw) | median err / std (raw) | within +-2 k std | "
                   "median err / k std | PSNR of the mean | SAM of the mean |", "|---|---|---|---|---|---|---|---|"]
@@ -171,13 +176,21 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", action="append", required=True)
     ap.add_argument("--steps", default="1,2,4,8,16,32,100")
-    ap.add_argument("--samples", type=int, default=4)
+    ap.add_argument("--samples", type=int, default=4, help="samples of the uncertainty runs (0: no uncertainty runs)")
+    ap.add_argument("--unc-steps", type=int, default=DEFAULT_STEPS, help="steps of the uncertainty runs")
     ap.add_argument("--fit-calibration", action="store_true")
+    ap.add_argument("--write", action="store_true", help="with --fit-calibration: store the factor in each model file")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "diffusion"))
     args = ap.parse_args(argv)
     steps = [int(s) for s in args.steps.split(",")]
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
-    results = [bench_model(m, steps, args.samples, args.fit_calibration, log) for m in args.model]
+    results = [bench_model(m, steps, args.samples, args.fit_calibration, log, args.unc_steps) for m in args.model]
+    if args.write and args.fit_calibration:
+        from export.onnx_export import update_metadata
+
+        for m, res in zip(args.model, results, strict=True):
+            update_metadata(m, uncertainty_scale=round(res["k"], 4))
+            log(f"  {m}: uncertainty_scale = {res['k']:.4g} written")
     out = Path(args.out)
     out.with_suffix(".json").write_text(json.dumps(results, indent=1))
     text = report(results, args.samples)

@@ -31,7 +31,7 @@ import numpy as np
 
 from .metadata import CONDITION_INPUTS, METADATA_KEY, ModelMetadata, feature_names, graph_names
 
-__all__ = ["OPSET", "export_model", "export_checkpoint", "untrained_export_info"]
+__all__ = ["OPSET", "export_model", "export_checkpoint", "untrained_export_info", "update_metadata"]
 
 log = logging.getLogger("hsr_diff.export")
 
@@ -132,6 +132,35 @@ def export_model(model, export_info: dict, out_path: str | os.PathLike, fp16: bo
         raise
     log.info("exported %s -> %s", meta.describe(), out_path)
     return out_path
+
+
+def update_metadata(path: str | os.PathLike, **fields) -> Path:
+    """Rewrite fields of an exported model's metadata in place (e.g. ``uncertainty_scale``), graph untouched.
+
+    The document is validated as :class:`~export.metadata.ModelMetadata`; the file is replaced atomically.
+    """
+    import dataclasses
+
+    import onnx
+
+    path = Path(path)
+    proto = onnx.load(str(path))
+    props = {p.key: p.value for p in proto.metadata_props}
+    if METADATA_KEY not in props:
+        raise ValueError(f"{path}: not an hsr-diff model (no '{METADATA_KEY}' metadata)")
+    meta = dataclasses.replace(ModelMetadata.from_json(props[METADATA_KEY]), **fields)
+    props[METADATA_KEY] = meta.to_json()
+    del proto.metadata_props[:]
+    onnx.helper.set_model_props(proto, props)
+    tmp = path.with_name(f".{path.name}.partial-{uuid.uuid4().hex[:8]}")
+    try:
+        onnx.save(proto, str(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        if tmp.exists():
+            tmp.unlink()
+        raise
+    return path
 
 
 def untrained_export_info(model, scale: int = 4, hsi_norm=None, msi_norm=None, wavelengths_nm=None, fwhm_nm=None,

@@ -17,6 +17,7 @@ import pytest
 
 from core.pairing import check_pair
 from core.raster_io import read_meta, read_raster
+from export.defaults import DEFAULT_STEPS
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "examples" / "data"
@@ -122,7 +123,7 @@ def test_demo_end_to_end(demo_run):
     for label in ("HSR-Diff", "bicubic", "GSA", "MTF-GLP-HS"):
         assert f"| {label} |" in result.table
     md = (out / "demo_table.md").read_text()
-    assert result.table in md and "ddim" in md and "25 steps" in md
+    assert result.table in md and "ddim" in md and f"{DEFAULT_STEPS} steps" in md
     # The preview is a real picture, not an empty canvas.
     import matplotlib.image as mpimg
 
