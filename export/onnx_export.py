@@ -20,6 +20,7 @@ inputs and output stay float32 (casts at the graph's edges), so the sampler is u
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
@@ -105,10 +106,11 @@ def export_model(model, export_info: dict, out_path: str | os.PathLike, fp16: bo
     # The two parts of a split graph get their own dimension names: ORT plans memory assuming that
     # equal names are equal sizes, and each run feeds placeholders of another size to one part.
     cond = set(CONDITION_INPUTS) | set(f_out) if split else set()
-    axes = {k: {0: "batch"} if k == "noise_level" else
-            {0: f"{p}batch", 2: f"{p}height", 3: f"{p}width"} for k in input_names + output_names for p in ["c_" if k in cond else ""]}
-    tmp = out_path.with_name(f".{out_path.name}.partial-{uuid.uuid4().hex[:8]}")
-    try:
+    axes = {}
+    for k in input_names + output_names:
+        p = "c_" if k in cond else ""
+        axes[k] = {0: "batch"} if k == "noise_level" else {0: f"{p}batch", 2: f"{p}height", 3: f"{p}width"}
+    with _partial(out_path) as tmp:
         with torch.no_grad(), warnings.catch_warnings():
             # dynamo=False is deliberate (the TorchScript exporter handles the dynamic window shapes).
             warnings.filterwarnings("ignore", category=DeprecationWarning)
@@ -126,10 +128,6 @@ def export_model(model, export_info: dict, out_path: str | os.PathLike, fp16: bo
             onnx.checker.check_model(proto, full_check=True)
         onnx.save(proto, str(tmp))
         os.replace(tmp, out_path)
-    except BaseException:
-        if tmp.exists():
-            tmp.unlink()
-        raise
     log.info("exported %s -> %s", meta.describe(), out_path)
     return out_path
 
@@ -152,15 +150,22 @@ def update_metadata(path: str | os.PathLike, **fields) -> Path:
     props[METADATA_KEY] = meta.to_json()
     del proto.metadata_props[:]
     onnx.helper.set_model_props(proto, props)
-    tmp = path.with_name(f".{path.name}.partial-{uuid.uuid4().hex[:8]}")
-    try:
+    with _partial(path) as tmp:
         onnx.save(proto, str(tmp))
         os.replace(tmp, path)
+    return path
+
+
+@contextlib.contextmanager
+def _partial(path: Path):
+    """A temporary name beside ``path`` for a file being written; removed if the block fails."""
+    tmp = path.with_name(f".{path.name}.partial-{uuid.uuid4().hex[:8]}")
+    try:
+        yield tmp
     except BaseException:
         if tmp.exists():
             tmp.unlink()
         raise
-    return path
 
 
 def untrained_export_info(model, scale: int = 4, hsi_norm=None, msi_norm=None, wavelengths_nm=None, fwhm_nm=None,
