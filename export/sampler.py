@@ -252,6 +252,7 @@ class Denoiser:
             raise ModelFileError(f"{self.path}: ONNX Runtime cannot load this model ({type(exc).__name__}: {exc})") from exc
         self._check_graph()
         self._update_sess = None
+        self._placeholders: dict[str, dict[str, np.ndarray]] = {}
 
     @property
     def info_line(self) -> str:
@@ -285,13 +286,16 @@ class Denoiser:
 
         ``part``: ``"step"`` (fed while computing the features) or ``"condition"`` (fed at every step).
         """
-        m, k = self.metadata, self.metadata.spatial_multiple
-        f_in, _ = feature_names(m.features)
-        zeros = lambda c: np.zeros((1, c, k, k), np.float32)  # noqa: E731
-        if part == "step":
-            return {"noisy": zeros(m.hsi_bands), "noise_level": np.ones(1, np.float32), "base": zeros(m.hsi_bands),
-                    **{name: zeros(m.width) for name in f_in}}
-        return {"lr_up": zeros(m.hsi_bands), "msi": zeros(m.msi_bands)}
+        if part not in self._placeholders:
+            m, k = self.metadata, self.metadata.spatial_multiple
+            zeros = lambda c: np.zeros((1, c, k, k), np.float32)  # noqa: E731
+            if part == "step":
+                feeds = {"noisy": zeros(m.hsi_bands), "noise_level": np.ones(1, np.float32), "base": zeros(m.hsi_bands),
+                         **{name: zeros(m.width) for name in feature_names(m.features)[0]}}
+            else:
+                feeds = {"lr_up": zeros(m.hsi_bands), "msi": zeros(m.msi_bands)}
+            self._placeholders[part] = feeds
+        return self._placeholders[part]
 
     def features(self, lr_up: np.ndarray, msi: np.ndarray) -> list[np.ndarray] | None:
         """The conditioning stream's features ``[(n, width, H, W)] * features`` of a split graph; None for a fused one."""

@@ -1,7 +1,7 @@
 """Super-resolve a georeferenced LR-HSI with an HR-MSI and an exported HSR-Diff model.
 
 ``python -m export.superresolve --lr LR.tif --msi MSI.tif --model M.onnx --out OUT.tif
-[--steps 25] [--sampler ddim|ancestral] [--eta 0] [--seed 0] [--samples 1] [--tile 256]
+[--steps 2] [--sampler ddim|ancestral] [--eta 0] [--seed 0] [--samples 1] [--tile 256]
 [--overlap 32] [--batch 1] [--device auto|cpu|cuda|tensorrt] [--uncertainty STD.tif] [--output-type float32|int16]``
 
 The output covers the common area of the two inputs on the MSI grid (its geotransform and CRS),
@@ -284,9 +284,10 @@ def superresolve(
         stack.callback(out.abort)  # after a commit there is nothing left to abort
         unc = None
         if unc_path is not None:
+            content = (f"per-pixel standard deviation of {samples} samples times the model's calibration factor "
+                       f"{md.uncertainty_scale:g}")
             unc = RasterWriter(unc_path, shape, band_names=[f"std {n}" for n in lm.band_names],
-                               metadata={**provenance, "hsr_diff_content": f"per-pixel standard deviation of {samples} samples"},
-                               **common)
+                               metadata={**provenance, "hsr_diff_content": content}, **common)
             stack.callback(unc.abort)
         sink = plan.output_sink(_WriterSink(out, unc, plan.lr_bands))  # back in the LR-HSI's units
         stats = run_tiled(den, source, sink, steps=steps, sampler=sampler, eta=eta, seed=seed, samples=samples, tile=tile,
