@@ -10,6 +10,9 @@ overridden with ``--set``; values are parsed as YAML, e.g. ``--set optim.lr=5e-4
 trained with another scale, band set, model or conditioning base is refused unless
 ``--allow-config-change`` (config ``resume_mismatch: allow``).
 ``--max-steps N`` stops after N more steps (checkpointing first if ``checkpoint.every`` divides).
+``--seconds S`` (config ``budget_s``) sizes the schedule to a wall-clock budget and stops when it is spent
+(``Trainer.plan_budget``; one process only; docs/TRAINING.md).  Patches too large for the data are reduced
+with a note, and ``data.val_region: auto`` holds out a validation square inside the first scene.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 
@@ -38,9 +42,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--allow-config-change", action="store_true",
                     help="resume even if scale, bands, model or base differ from the checkpoint's (resume_mismatch: allow)")
     ap.add_argument("--max-steps", type=int, default=None, help="stop after this many more steps")
+    ap.add_argument("--seconds", type=float, default=None, help="wall-clock budget: size the schedule to it (budget_s)")
     ap.add_argument("--print-config", action="store_true", help="print the merged config and exit")
     args = ap.parse_args(argv)
+    t0 = time.time()
     cfg = load_config(args.config, args.overrides)
+    if args.seconds is not None:
+        cfg["budget_s"] = args.seconds
     if args.allow_config_change:
         cfg["resume_mismatch"] = "allow"
     if args.print_config:
@@ -52,7 +60,13 @@ def main(argv: list[str] | None = None) -> int:
     ctx = init_distributed(cfg["device"])
     try:
         tr = Trainer(cfg, resume=args.resume, ctx=ctx, log=lambda *a: print(*a, flush=True))
-        val = tr.run(max_steps=args.max_steps)
+        if cfg.get("budget_s"):
+            plan = tr.plan_budget(float(cfg["budget_s"]), started=t0)
+            print(f"time budget {cfg['budget_s']:g} s: {plan['steps']} steps", flush=True)
+            tr.run(max_steps=args.max_steps, deadline=plan["deadline"])
+            val = tr.finish()
+        else:
+            val = tr.run(max_steps=args.max_steps)
         if ctx.is_main and val:
             print(json.dumps(val), flush=True)
     finally:

@@ -14,7 +14,9 @@ b. ``self_supervised`` (Wald's protocol): a real co-registered LR-HSI ``Y`` / HR
 Random square crops (offsets on the ``scale`` grid so that the LR crop is exactly the crop's
 degradation, up to the reflect padding at crop borders used by ``D`` in the loss), random
 flips and rot90 applied identically to the four arrays.  Crops overlapping the held-out
-validation square or containing invalid (nodata) pixels are rejected.  Per-band
+validation square or containing invalid (nodata) pixels are rejected.  ``val_region: auto`` places
+the held-out square inside the first scene (:func:`auto_val_region`); :meth:`DataBundle.largest_patch`
+says which patch sizes fit beside it (the trainer reduces its patches to that).  Per-band
 ``BandNormalization``s of the HSI and the MSI are fitted on the training pixels only and stored
 in the checkpoint.  Bands flagged bad (``bbl = 0``, e.g. EnMAP's water-vapour bands) are dropped;
 the kept band indices are recorded in ``DataBundle.describe()``.
@@ -26,6 +28,7 @@ import time), or ``.npy`` ``(bands, rows, cols)`` / ``.npz`` with ``cube`` (or `
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,7 +39,10 @@ from core.conditioning import base_image
 from core.normalization import BandNormalization
 
 __all__ = ["Cube", "load_cube", "Scene", "DataBundle", "build_data", "srf_matrix", "psf_kernel", "sensor_module",
-           "check_pair_scale"]
+           "check_pair_scale", "patch_multiple", "crop_positions", "largest_patch", "auto_val_region", "MIN_PAIR_LR"]
+
+MIN_PAIR_LR = 16
+"""A real pair needs at least ``MIN_PAIR_LR x MIN_PAIR_LR`` LR-HSI pixels of valid data to be trained on."""
 
 
 # ----------------------------------------------------------------------------- sensor access
@@ -117,6 +123,17 @@ def _grid(path: str | Path) -> tuple[int, int, tuple[float, float] | None]:
     return m.rows, m.cols, None if plain else m.pixel_size
 
 
+def _common_windows(lr_path, msi_path, lr_name=None, msi_name=None):
+    """``(lr_window, msi_window)`` of a georeferenced pair's common area (:func:`core.pairing.check_pair`), or None
+    for files without a georeference (arrays, plain images)."""
+    if Path(lr_path).suffix.lower() in (".npy", ".npz") or not all(_grid(q)[2] for q in (lr_path, msi_path)):
+        return None
+    from core.pairing import check_pair
+
+    geom = check_pair(lr_path, msi_path, lr_name=lr_name, msi_name=msi_name)
+    return geom.lr_window, geom.msi_window
+
+
 def check_pair_scale(lr_path: str | Path, msi_path: str | Path, scale: int, lr_name: str | None = None,
                      msi_name: str | None = None, rel_tol: float = 1e-3) -> float:
     """The scale of a real LR-HSI / HR-MSI pair (LR pixel size over MSI pixel size); ``ValueError`` unless it is ``scale``.
@@ -166,6 +183,91 @@ class Scene:
     window: bool = False  # a sub-window copy (``base_windows``): sampled, but left out of every statistic
 
 
+def patch_multiple(scale: int, window: int = 8) -> int:
+    """lcm(``window``, ``scale``): training patches and held-out squares, in pixels of the training grid, are
+    multiples of it (whole attention windows of the model, whole LR pixels)."""
+    scale, window = int(scale), int(window)
+    return scale * window // math.gcd(scale, window)
+
+
+def _bad_table(valid: np.ndarray) -> np.ndarray:
+    """``(H + 1, W + 1)`` int64 summed-area table of the False pixels of ``valid`` ``(H, W)``."""
+    t = np.zeros((valid.shape[0] + 1, valid.shape[1] + 1), np.int64)
+    t[1:, 1:] = np.cumsum(np.cumsum(~np.asarray(valid, bool), axis=0), axis=1)
+    return t
+
+
+def _positions(table: np.ndarray, patch: int, scale: int) -> np.ndarray:
+    """``(n, 2)`` top-left corners on the ``scale`` grid of the ``patch x patch`` crops with no False pixel (``table``
+    from :func:`_bad_table`)."""
+    h, w = table.shape[0] - 1, table.shape[1] - 1
+    if patch < 1 or patch > h or patch > w:
+        return np.zeros((0, 2), np.int64)
+    i = np.arange(0, h - patch + 1, scale)[:, None]
+    j = np.arange(0, w - patch + 1, scale)[None, :]
+    bad = table[i + patch, j + patch] - table[i, j + patch] - table[i + patch, j] + table[i, j]
+    r, c = np.nonzero(bad == 0)
+    return np.stack([i[r, 0], j[0, c]], axis=1)
+
+
+def crop_positions(valid: np.ndarray, patch: int, scale: int) -> np.ndarray:
+    """``(n, 2)`` int: the top-left corners (multiples of ``scale``) of every ``patch x patch`` crop lying wholly on
+    True pixels of ``valid`` ``(H, W)``."""
+    return _positions(_bad_table(valid), int(patch), int(scale))
+
+
+def largest_patch(valid: np.ndarray, scale: int, multiple: int, limit: int | None = None) -> int:
+    """The largest multiple of ``multiple`` (pixels, at most ``limit``) of which a crop on the ``scale`` grid lies
+    wholly on True pixels of ``valid`` ``(H, W)``; 0 when not even ``multiple`` fits."""
+    table = _bad_table(valid)
+    top = min(valid.shape) if limit is None else min(int(limit), *valid.shape)
+    for p in range(top // multiple * multiple, 0, -multiple):
+        if len(_positions(table, p, scale)):
+            return p
+    return 0
+
+
+def auto_val_region(valid: np.ndarray, scale: int, multiple: int, patch: int | None = None, fraction: float = 0.25,
+                    max_side: int = 128, candidates: int = 24) -> list[int] | None:
+    """``[row, col, size]`` (pixels of the training grid) of a square to hold out for validation inside the training
+    area ``valid`` ``(H, W)``, or None when no square of ``multiple`` pixels lies wholly on valid pixels.
+
+    Size: the largest multiple of ``multiple`` whose area is at most ``fraction`` of the valid pixels and whose side
+    is at most ``max_side`` (at least ``multiple``), made smaller by steps of ``multiple``, down to half of it, while
+    ``patch x patch`` training crops (default ``multiple``) would not fit beside it.  Place: on the ``scale`` grid,
+    wholly on valid pixels, nearest an image corner first (bottom right first among equals): a corner square leaves
+    the largest training area in one piece.  When no size lets ``patch`` fit, the smallest size at the place (among
+    the first ``candidates``) that leaves room for the largest training patch.  Deterministic.
+    """
+    valid = np.asarray(valid, bool)
+    h, w = valid.shape
+    patch = int(patch or multiple)
+    side = int(math.isqrt(int(fraction * valid.sum())) // multiple * multiple)
+    side = max(multiple, min(side, max_side // multiple * multiple, min(h, w) // multiple * multiple))
+    smallest = max(multiple, side // 2 // multiple * multiple)
+    table = _bad_table(valid)
+
+    def places(size: int) -> list[tuple[int, int]]:
+        ok = _positions(table, size, scale)
+        key = lambda rc: (min(rc[0], h - size - rc[0]) + min(rc[1], w - size - rc[1]), -rc[0], -rc[1])  # noqa: E731
+        return sorted(((int(r), int(c)) for r, c in ok), key=key)[:candidates]
+
+    def room(r: int, c: int, size: int, limit: int) -> int:
+        rest = valid.copy()
+        rest[r : r + size, c : c + size] = False
+        return largest_patch(rest, scale, multiple, limit)
+
+    for size in range(side, smallest - 1, -multiple):
+        for r, c in places(size):
+            if room(r, c, size, patch) >= patch:
+                return [r, c, size]
+    spots = places(smallest)
+    if not spots:
+        return None
+    r, c = max(spots, key=lambda rc: room(rc[0], rc[1], smallest, patch))  # max keeps the first of equals
+    return [r, c, smallest]
+
+
 def _augment(arrays: list[np.ndarray], k: int, flip: bool) -> list[np.ndarray]:
     out = []
     for a in arrays:
@@ -191,6 +293,8 @@ class DataBundle:
     band_indices: list[int]
     val: dict | None  # physical units: ref, lr_up, msi, lr (each (bands, S, S))
     description: dict
+    scene_text: list[str] = field(default_factory=list)  # per primary scene: its size in words, for messages
+    _crops: dict = field(default_factory=dict, repr=False)  # patch -> [(scene index, (row, col))], see _any_crop
 
     @property
     def hsi_bands(self) -> int:
@@ -217,7 +321,7 @@ class DataBundle:
                 if sc.valid[i : i + patch, j : j + patch].all():
                     break
             else:
-                raise RuntimeError(f"no valid {patch}x{patch} crop found in 1000 tries (held-out square too big?)")
+                sc, i, j = self._any_crop(rng, patch)
             arrs = [
                 sc.ref[:, i : i + patch, j : j + patch],
                 sc.lr_up[:, i : i + patch, j : j + patch],
@@ -231,6 +335,32 @@ class DataBundle:
             out["msi"].append(self.msi_norm.apply(arrs[2]))
             out["lr"].append(self.hsi_norm.apply(arrs[3]))
         return {k: torch.from_numpy(np.stack(v)) for k, v in out.items()}
+
+    def _any_crop(self, rng: np.random.Generator, patch: int) -> tuple[Scene, int, int]:
+        """``(scene, row, col)`` drawn uniformly among all valid ``patch x patch`` crops of all scenes: for when
+        rejection sampling fails because few positions are valid (a small pair beside its held-out square)."""
+        if patch not in self._crops:
+            self._crops[patch] = [(k, (int(r), int(c))) for k, sc in enumerate(self.scenes)
+                                  for r, c in crop_positions(sc.valid, patch, self.scale)]
+        crops = self._crops[patch]
+        if not crops:
+            raise RuntimeError(f"no {patch}x{patch} crop of training pixels in any scene (held-out square too big?)")
+        k, (i, j) = crops[int(rng.integers(len(crops)))]
+        return self.scenes[k], i, j
+
+    def primary_scenes(self) -> list[Scene]:
+        """The scenes read from the files (not the sub-window copies of ``base_windows`` and the other augmentations)."""
+        return [sc for sc in self.scenes if not sc.window]
+
+    def largest_patch(self, multiple: int, limit: int) -> tuple[int, int]:
+        """``(patch, scene)``: ``limit`` when its crops fit the training pixels of every primary scene (outside the
+        held-out squares and nodata), else the largest multiple of ``multiple`` below it that does (0 when not even
+        ``multiple`` does), and the index of the primary scene that limits it."""
+        best, which = int(limit), 0
+        for k, sc in enumerate(self.primary_scenes()):
+            if best and not len(crop_positions(sc.valid, best, self.scale)):
+                best, which = largest_patch(sc.valid, self.scale, multiple, best), k
+        return best, which
 
     def validation_batch(self) -> dict[str, torch.Tensor] | None:
         if self.val is None:
@@ -469,7 +599,23 @@ def _holdout_mask(shape, *regions) -> np.ndarray:
     return keep
 
 
-def build_data(cfg: dict, seed: int = 0) -> DataBundle:
+def _too_small(lr_valid: np.ndarray, lr_shape: tuple, msi_shape: tuple, scale: int, ln: str, mn: str) -> None:
+    """``ValueError`` naming both layers when a real pair has fewer than ``MIN_PAIR_LR x MIN_PAIR_LR`` valid LR pixels
+    (``lr_valid`` ``(h, w)`` on the LR-HSI grid; ``*_shape`` the layers' ``(rows, cols)``)."""
+    rows, cols = np.flatnonzero(lr_valid.any(axis=1)), np.flatnonzero(lr_valid.any(axis=0))
+    span = (int(rows[-1] - rows[0] + 1), int(cols[-1] - cols[0] + 1)) if rows.size else (0, 0)
+    n = int(lr_valid.sum())
+    if n >= MIN_PAIR_LR**2 and min(span) >= MIN_PAIR_LR:
+        return
+    used = f"{lr_valid.shape[1]} x {lr_valid.shape[0]}"
+    raise ValueError(
+        f"the pair is too small to train on: {ln} is {lr_shape[1]} x {lr_shape[0]} px and {mn} {msi_shape[1]} x "
+        f"{msi_shape[0]} px; of the {used} LR pixels used (cropped to a multiple of the scale {scale}) {n} are valid in both "
+        f"layers, spanning {span[1]} x {span[0]}; training on a real pair needs at least {MIN_PAIR_LR} x {MIN_PAIR_LR} "
+        f"LR pixels of valid data (an HR-MSI of {MIN_PAIR_LR * scale} x {MIN_PAIR_LR * scale} px at scale {scale})")
+
+
+def build_data(cfg: dict, seed: int = 0, patch: int | None = None, window: int = 8) -> DataBundle:
     """Build the training data from the ``data`` section of a training config.
 
     Keys: ``mode`` (``supervised`` | ``self_supervised``), ``hsi`` (path or list of paths: the
@@ -483,8 +629,14 @@ def build_data(cfg: dict, seed: int = 0) -> DataBundle:
     ``extra_hsi`` (cubes of other
     sensors resampled onto the first scene's bands, see ``_extra_scenes``), ``val_region`` (``[row, col, size]`` on
     the reference grid of the first scene - for self-supervised that is the real LR-HSI's grid -
-    held out from training and used for validation; null = none), ``exclude`` (more such squares, held out
-    from training but not validated on: a benchmark crop when ``val_region`` selects among checkpoints).  Scenes are held in memory.
+    held out from training and used for validation; ``auto`` = a square placed by :func:`auto_val_region` so
+    that ``patch x patch`` training crops (multiples of ``patch_multiple(scale, window)``) still fit beside it;
+    null = none), ``exclude`` (more such squares, held out
+    from training but not validated on: a benchmark crop when ``val_region`` selects among checkpoints),
+    ``hsi_name`` / ``msi_name`` (the layers' names in messages; file names by default).  Scenes are held in memory.
+
+    A real pair (self-supervised) with fewer than ``MIN_PAIR_LR x MIN_PAIR_LR`` LR-HSI pixels of valid data is
+    refused with both layers' sizes (``ValueError``).
     """
     mode = cfg.get("mode", "supervised")
     scale = int(cfg["scale"])
@@ -493,7 +645,11 @@ def build_data(cfg: dict, seed: int = 0) -> DataBundle:
     sensor = sensor_module()
     psf = np.asarray(sensor.gaussian_psf(scale, sigma=psf_sigma), dtype=np.float32)
     val_region = cfg.get("val_region")
+    auto = val_region == "auto"
+    multiple = patch_multiple(scale, window)
     exclude = [list(e) for e in cfg.get("exclude") or []]
+    hsi_label = cfg.get("hsi_name")
+    scene_text: list[str] = []
     base = cfg.get("base") or "bicubic"  # the conditioning image (core.conditioning)
     scenes, val = [], None
     srf = None
@@ -516,10 +672,17 @@ def build_data(cfg: dict, seed: int = 0) -> DataBundle:
                 raise ValueError(f"{p}: band set differs from the first scene's")
             ref = cube.data[idx]
             h, w = (ref.shape[1] // scale) * scale, (ref.shape[2] // scale) * scale
+            name = f"'{hsi_label}'" if hsi_label and len(paths) == 1 else f"'{Path(p).name}'"
+            scene_text.append(f"the reference HR-HSI {name} is {ref.shape[2]} x {ref.shape[1]} px (trained on {w} x {h}, "
+                              f"its simulated LR-HSI {w // scale} x {h // scale} px)")
             ref = ref[:, :h, :w]
-            keep = _holdout_mask((h, w), *([val_region, *exclude] if n == 0 else []))
-            sc = _simulated_scene(_fill_nodata(ref), np.isfinite(ref).all(axis=0) & keep, scale, srf, psf, base, psf_sigma,
-                                  cfg.get("snr_db"), seed + n)
+            keep = np.isfinite(ref).all(axis=0)
+            if n == 0:
+                keep &= _holdout_mask((h, w), *exclude)
+                if auto:
+                    val_region = auto_val_region(keep, scale, multiple, patch)
+                keep &= _holdout_mask((h, w), val_region)
+            sc = _simulated_scene(_fill_nodata(ref), keep, scale, srf, psf, base, psf_sigma, cfg.get("snr_db"), seed + n)
             lr, msi = sc.lr, sc.msi
             if n == 0 and val_region:
                 r, c, size = (int(v) for v in val_region)
@@ -534,12 +697,20 @@ def build_data(cfg: dict, seed: int = 0) -> DataBundle:
     elif mode == "self_supervised":
         if len(paths) != 1 or not cfg.get("msi"):
             raise ValueError("self_supervised needs one 'hsi' (the real LR-HSI) and one 'msi' (the real HR-MSI)")
-        check_pair_scale(paths[0], cfg["msi"], scale)
+        check_pair_scale(paths[0], cfg["msi"], scale, hsi_label, cfg.get("msi_name"))
+        ln = f"LR-HSI layer '{hsi_label or Path(paths[0]).name}'"
+        mn = f"HR-MSI layer '{cfg.get('msi_name') or Path(cfg['msi']).name}'"
         y_cube, x_cube = load_cube(paths[0]), load_cube(cfg["msi"])
+        lr_shape, msi_shape = y_cube.data.shape[1:], x_cube.data.shape[1:]
         band_idx = _good_band_index(y_cube)
         input_bands = int(y_cube.data.shape[0])
         y = y_cube.data[band_idx]
         x = x_cube.data
+        common = _common_windows(paths[0], cfg["msi"], hsi_label, cfg.get("msi_name"))
+        if common is not None:  # georeferenced: the pair's common area (core.pairing), as Super-resolve reads it
+            lw, mw = common
+            y = y[:, lw.row_off:lw.row_off + lw.height, lw.col_off:lw.col_off + lw.width]
+            x = x[:, mw.row_off:mw.row_off + mw.height, mw.col_off:mw.col_off + mw.width]
         wavelengths = None if y_cube.wavelengths is None else np.asarray(y_cube.wavelengths)[band_idx]
         fwhm = None if y_cube.fwhm is None else np.asarray(y_cube.fwhm)[band_idx]
         msi_names = list(x_cube.band_names) or [f"b{i + 1}" for i in range(x.shape[0])]
@@ -551,11 +722,18 @@ def build_data(cfg: dict, seed: int = 0) -> DataBundle:
         y_valid = np.isfinite(y).all(axis=0)
         x_valid = np.isfinite(x).all(axis=0) & (np.abs(x).sum(axis=0) > 0)  # black no-data patches
         x_valid_lr = x_valid.reshape(hy, scale, wy, scale).all(axis=(1, 3))
+        _too_small(y_valid & x_valid_lr, lr_shape, msi_shape, scale, ln, mn)
+        scene_text.append(f"the pair's reduced-scale image is {wy} x {hy} px (Wald's protocol trains on the LR-HSI's "
+                          f"grid: {ln} is {lr_shape[1]} x {lr_shape[0]} px and {mn} {msi_shape[1]} x {msi_shape[0]} px, "
+                          f"both degraded by {scale}, the LR-HSI to {wy // scale} x {hy // scale} px)")
         y, x = _fill_nodata(y), _fill_nodata(x)
         lr = np.asarray(sensor.degrade_spatial(y, scale, psf=psf), np.float32)
         msi = np.asarray(sensor.degrade_spatial(x, scale, psf=psf), np.float32)
         lr_up = base_image(lr, msi, scale, base, psf_sigma)
-        valid = y_valid & x_valid_lr & _holdout_mask((hy, wy), val_region, *exclude)
+        valid = y_valid & x_valid_lr & _holdout_mask((hy, wy), *exclude)
+        if auto:
+            val_region = auto_val_region(valid, scale, multiple, patch)
+        valid &= _holdout_mask((hy, wy), val_region)
         if val_region:
             r, c, size = (int(v) for v in val_region)
             sl = (slice(None), slice(r, r + size), slice(c, c + size))
@@ -599,7 +777,8 @@ def build_data(cfg: dict, seed: int = 0) -> DataBundle:
         "scale": scale,
         "srf": cfg.get("srf"),
         "snr_db": cfg.get("snr_db"),
-        "val_region": val_region,
+        "val_region": None if val_region is None else [int(v) for v in val_region],
+        "val_region_auto": auto,
         "exclude": exclude,
         "input_bands": input_bands,  # the sensor's band count; band_indices are the bands used
         "base": base,
@@ -623,4 +802,5 @@ def build_data(cfg: dict, seed: int = 0) -> DataBundle:
         band_indices=[int(i) for i in band_idx],
         val=val,
         description=desc,
+        scene_text=scene_text,
     )

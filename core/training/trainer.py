@@ -12,6 +12,16 @@ units vs the reference, bicubic given once for comparison) and atomic checkpoint
 bit-exactly: every random draw comes from generators whose states are checkpointed (numpy
 ``Generator`` for crops/augmentation/noise levels, a CPU ``torch.Generator`` for the Gaussian noise,
 plus the python/numpy/torch global states).
+
+Patches adapt to the data: a stage patch that does not fit the training pixels of every scene read from
+the files (outside the held-out squares and nodata) is reduced to the largest multiple of lcm(window,
+scale) that does, the other stages in proportion, with a logged note; when not even the smallest fits,
+``ValueError`` names the scene's size, the held-out square and the largest crop that would fit.
+
+A wall-clock budget (:meth:`Trainer.plan_budget`, ``run(deadline=...)``, :meth:`Trainer.finish`) times a
+step of each stage and a validation, sizes the schedule to the budget (:func:`resize_schedule`) and stops
+between steps when the time is spent.  With ``checkpoint.keep_best`` the best validated checkpoint
+(``core.training.selection.best_step``) is never pruned.
 """
 
 from __future__ import annotations
@@ -44,12 +54,14 @@ from .checkpoint import (
     set_rng_state,
     signature_differences,
 )
-from .data import DataBundle, build_data
+from .data import DataBundle, build_data, largest_patch, patch_multiple
 from .distributed import DistContext, init_distributed, replicas_identical
 from .losses import HSRLoss, band_weights_from_residual
 from .sampler import sample
+from .selection import best_step, validation_records
 
-__all__ = ["DEFAULTS", "merge_config", "apply_overrides", "Trainer", "train", "lr_at", "EMA"]
+__all__ = ["DEFAULTS", "merge_config", "apply_overrides", "Trainer", "train", "lr_at", "EMA", "resize_schedule",
+           "model_window"]
 
 DEFAULTS: dict = {
     "name": "run",
@@ -79,7 +91,7 @@ DEFAULTS: dict = {
     "augment": True,
     "log_every": 10,
     "val": {"every": 0, "steps": 10, "sampler": "ddim", "eta": 0.0, "seed": 0},
-    "checkpoint": {"every": 0, "keep": 2},
+    "checkpoint": {"every": 0, "keep": 2, "keep_best": False},
     # Resuming a run folder whose checkpoint differs in scale, bands, model or base: refuse | allow.
     "resume_mismatch": "refuse",
 }
@@ -139,6 +151,39 @@ def stage_at(cfg: dict, step: int) -> dict:
         if step < acc:
             return s
     return cfg["stages"][-1]
+
+
+def resize_schedule(cfg: dict, total: int) -> dict:
+    """A copy of ``cfg`` whose schedule lasts ``total`` steps: each stage keeps its share of the steps (the
+    boundaries scaled and rounded), ``optim.warmup``, ``log_every``, ``val.every`` and ``checkpoint.every`` scale
+    with it (at least 1 where they were set, 0 stays 0)."""
+    out = copy.deepcopy(cfg)
+    old, total = total_steps(cfg), max(int(total), 1)
+    f = total / max(old, 1)
+    bounds, acc = [], 0
+    for st in cfg["stages"]:
+        acc += int(st["steps"])
+        bounds.append(min(int(round(acc * f)), total))
+    bounds[-1] = total
+    prev = 0
+    for st, b in zip(out["stages"], bounds, strict=True):
+        st["steps"], prev = max(b - prev, 0), max(b, prev)
+
+    def scaled(v) -> int:
+        return max(int(round(int(v) * f)), 1) if int(v) > 0 else 0
+
+    out["optim"]["warmup"] = scaled(cfg["optim"]["warmup"])
+    out["log_every"] = scaled(cfg["log_every"])
+    out["val"]["every"] = scaled(cfg["val"]["every"])
+    out["checkpoint"]["every"] = scaled(cfg["checkpoint"]["every"])
+    return out
+
+
+def model_window(model_cfg: dict) -> int:
+    """The attention window (pixels) of the model a ``model`` config section builds."""
+    from core.model import PRESETS, ModelConfig
+
+    return int(model_cfg.get("window", PRESETS.get(model_cfg.get("preset", "small"), {}).get("window", ModelConfig.window)))
 
 
 def lr_at(cfg: dict, step: int) -> float:
@@ -204,7 +249,10 @@ class Trainer:
         np.random.seed(seed % 2**32)
         self.np_rng = np.random.default_rng(seed)
         self.noise_gen = torch.Generator(device="cpu").manual_seed(seed + 1)
-        self.data = data or build_data(self.cfg["data"], seed=seed)
+        window = model_window(self.cfg["model"])
+        top = max(int(st["patch"]) for st in self.cfg["stages"])
+        self.data = data or build_data(self.cfg["data"], seed=seed, patch=top, window=window)
+        self.fit_patches(patch_multiple(self.data.scale, window))
         ckpt = None
         if resume and not (self.run_dir / "latest").exists():
             self.log(f"--resume: no checkpoint in {self.run_dir}, starting from scratch")
@@ -261,6 +309,52 @@ class Trainer:
             self.net = DistributedDataParallel(self.model, device_ids=ids)
         self.amp_dtype = torch.bfloat16 if (self.cfg["amp"] and self.device.type == "cuda") else None
         self._bicubic = None
+        self.out_of_time = False  # set by run() when its deadline stopped it
+        self._step_s = 0.0  # seconds of the last training step (run()'s deadline check)
+        self._saved_step: int | None = None
+
+    def fit_patches(self, multiple: int) -> None:
+        """Reduce the stages' patches to what fits the training pixels of every primary scene (see the module
+        docstring); logs a note when it does, ``ValueError`` when not even ``multiple`` x ``multiple`` fits."""
+        stages, d = self.cfg["stages"], self.data
+        top = max(int(st["patch"]) for st in stages)
+        fit, k = d.largest_patch(multiple, top)
+        if fit >= top:
+            self._note_val_square()
+            return
+        sc = d.primary_scenes()[k]
+        what = d.scene_text[k] if k < len(d.scene_text) else f"scene {k + 1} is {sc.valid.shape[1]} x {sc.valid.shape[0]} px"
+        region = d.describe().get("val_region")
+        held = (f"the held-out validation square [row {region[0]}, col {region[1]}, size {region[2]}] "
+                if k == 0 and region else "")
+        rule = f"a multiple of {multiple} = lcm(window, scale {d.scale})"
+        if fit == 0:
+            crop = largest_patch(sc.valid, d.scale, d.scale, top)
+            raise ValueError(
+                f"no training patch fits: {what}; outside {held + 'and ' if held else ''}nodata the largest square "
+                f"crop of training pixels is {crop} x {crop} px, smaller than the smallest patch {multiple} x {multiple} "
+                f"({rule}). Use a larger image or pair, or a smaller held-out square (data.val_region)")
+        before = [int(st["patch"]) for st in stages]
+        for st in stages:
+            p = int(st["patch"])
+            st["patch"] = min(fit, max(multiple, math.ceil(p * fit / top / multiple) * multiple))
+        others = [f"{b} -> {int(st['patch'])}" for b, st in zip(before, stages, strict=True) if b != top]
+        self.log(f"patch {top} -> {fit}: {what}; {held + 'and ' if held else ''}nodata leave room for {fit} x {fit} px "
+                 f"training patches at most ({rule})" + (f"; other stages {', '.join(others)}" if others else ""))
+        self._note_val_square()
+
+    def _note_val_square(self) -> None:
+        d = self.data.describe()
+        if not d.get("val_region_auto"):
+            return
+        region = d.get("val_region")
+        if region is None:
+            self.log("validation: no square of valid pixels to hold out; training without validation")
+            return
+        r, c, size = region
+        h, w = self.data.primary_scenes()[0].valid.shape
+        self.log(f"validation: held-out square rows {r}-{r + size - 1}, cols {c}-{c + size - 1} ({size} x {size} px, "
+                 f"{100 * size * size / (h * w):.0f} % of the {w} x {h} px grid), not trained on")
 
     def _load_weights(self, ckpt: dict) -> None:
         """Model, EMA and optimizer state from ``ckpt`` after comparing its run signature with this run's."""
@@ -294,28 +388,134 @@ class Trainer:
         levels = torch.from_numpy(self.schedule.sample_training_levels(self.np_rng, gbatch))
         noise = torch.randn(batch["z0"].shape, generator=self.noise_gen)
         sl = slice(rank * gbatch // world, (rank + 1) * gbatch // world)
-        dev = self.device
-        z0, lr_up, msi, lr = (batch[k][sl].to(dev) for k in ("z0", "lr_up", "msi", "lr"))
-        g = levels[sl].to(dev)
-        x0 = self.schedule.encode(z0, lr_up)
-        zt = g[:, None, None, None] * x0 + torch.sqrt(1.0 - g**2)[:, None, None, None] * noise[sl].to(dev)
         lr_now = lr_at(cfg, self.step)
         for group in self.opt.param_groups:
             group["lr"] = lr_now
-        self.net.train()
-        with torch.autocast(dev.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
-            x0_hat = self.net(zt, g, lr_up, msi)
-        loss, parts = self.loss_fn(x0_hat, z0, msi, lr)
-        # L1 of the conditioning base itself (x0_hat = base when the residual head is zero): the bar to beat.
-        parts["base_l1"] = F.l1_loss(lr_up.float(), z0.float()).detach()
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        gnorm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), float(cfg["optim"]["grad_clip"]))
-        self.opt.step()
+        loss, parts, gnorm = self._optimise(self.net, self.model, self.opt, {k: v[sl] for k, v in batch.items()},
+                                            levels[sl], noise[sl])
         self.ema.update(self.model, self.step)
         self.step += 1
         return {"loss": float(loss.detach()), **{k: float(v) for k, v in parts.items()}, "lr": lr_now, "gnorm": float(gnorm),
                 "patch": patch, "batch": gbatch}
+
+    def _optimise(self, net: nn.Module, model: nn.Module, opt: torch.optim.Optimizer, batch: dict, levels: torch.Tensor,
+                  noise: torch.Tensor) -> tuple[torch.Tensor, dict, torch.Tensor]:
+        """One optimiser step of ``net`` (``model`` or its DDP wrapper) on normalised ``batch`` tensors ``(n, *, p, p)``,
+        noise levels ``(n,)`` and Gaussian noise shaped like ``batch["z0"]``; ``(loss, loss parts, gradient norm)``."""
+        dev = self.device
+        z0, lr_up, msi, lr = (batch[k].to(dev) for k in ("z0", "lr_up", "msi", "lr"))
+        g = levels.to(dev)
+        x0 = self.schedule.encode(z0, lr_up)
+        zt = g[:, None, None, None] * x0 + torch.sqrt(1.0 - g**2)[:, None, None, None] * noise.to(dev)
+        net.train()
+        with torch.autocast(dev.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+            x0_hat = net(zt, g, lr_up, msi)
+        loss, parts = self.loss_fn(x0_hat, z0, msi, lr)
+        # L1 of the conditioning base itself (x0_hat = base when the residual head is zero): the bar to beat.
+        parts["base_l1"] = F.l1_loss(lr_up.float(), z0.float()).detach()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), float(self.cfg["optim"]["grad_clip"]))
+        opt.step()
+        return loss, parts, gnorm
+
+    # ------------------------------------------------------------------ time budget
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def time_step(self, patch: int, batch: int, repeats: int = 2, limit_s: float = float("inf")) -> float:
+        """Seconds of one training step with ``batch`` crops of ``patch`` pixels: the median of ``repeats`` timed steps
+        (after one untimed) on a throw-away copy of the model and optimiser, with crops drawn from a generator of
+        its own, so the run's weights and random generators are untouched.  Stops early once ``limit_s`` is spent."""
+        model = copy.deepcopy(self.model)
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-12)
+        rng = np.random.default_rng(12345)
+        gen = torch.Generator(device="cpu").manual_seed(12345)
+        times, start = [], time.perf_counter()
+        for n in range(repeats + 1):
+            t0 = time.perf_counter()
+            b = self.data.sample_batch(rng, batch, patch, augment=bool(self.cfg["augment"]))
+            levels = torch.from_numpy(self.schedule.sample_training_levels(rng, batch))
+            self._optimise(model, model, opt, b, levels, torch.randn(b["z0"].shape, generator=gen))
+            self._sync()
+            if n:
+                times.append(time.perf_counter() - t0)
+            if time.perf_counter() - start > limit_s:
+                times = times or [time.perf_counter() - t0]
+                break
+        return float(np.median(times))
+
+    def time_validation(self) -> float:
+        """Seconds of one :meth:`validate` (0 without a held-out square); its figures are discarded."""
+        if self.data.val is None or not int(self.cfg["val"]["every"]):
+            return 0.0
+        kept, t0 = self.validation, time.perf_counter()
+        self.validate()
+        self._sync()
+        self.validation = kept
+        return time.perf_counter() - t0
+
+    def save_seconds(self) -> float:
+        """Estimated seconds of one checkpoint write: model, EMA and two optimiser moments in float32 at 100 MB/s."""
+        n = sum(p.numel() for p in self.model.parameters())
+        return 0.05 + 16.0 * n / 100e6
+
+    def plan_budget(self, seconds: float, started: float | None = None, safety: float = 0.9) -> dict:
+        """Size the schedule so that the run ends ``seconds`` after ``started`` (``time.time()``; default now).
+
+        Times a step of every stage (:meth:`time_step`) and one validation (:meth:`time_validation`), then picks the
+        largest total ``N`` whose remaining steps, periodic validations and checkpoints take at most ``safety`` of the
+        time left, less one final validation and checkpoint, and resizes the config to it (:func:`resize_schedule`:
+        the stages keep their shares, e.g. 60 % half-size patches).  Returns ``{"steps": N, "step_s": [per stage],
+        "val_s", "save_s", "deadline"}``; pass ``deadline`` to :meth:`run` (it keeps the final validation and checkpoint
+        inside the budget) and call :meth:`finish` after.  ``ValueError`` when not even one step and its validation fit.
+        """
+        if self.ctx.enabled:
+            raise ValueError("a time budget is not supported with several processes (torchrun); give the steps instead")
+        started = time.time() if started is None else float(started)
+        end = started + float(seconds)
+        cfg = self.cfg
+        shapes = [(int(st["patch"]), int(st["batch"])) for st in cfg["stages"]]
+        left = max(end - time.time(), 0.0)
+        costs = {sh: self.time_step(*sh, limit_s=0.05 * left) for sh in dict.fromkeys(shapes)}
+        step_s = [costs[sh] for sh in shapes]
+        val_s, save_s = self.time_validation(), self.save_seconds()
+        reserve = val_s + save_s
+        avail = safety * (end - time.time()) - reserve
+
+        def cost(total: int) -> float:
+            c = resize_schedule(cfg, total)
+            acc, sec = 0, 0.0
+            for st, each in zip(c["stages"], step_s, strict=True):
+                lo, hi = max(acc, self.step), acc + int(st["steps"])
+                sec += max(hi - lo, 0) * each
+                acc = hi
+            for every, each in ((int(c["val"]["every"]), val_s if self.data.val is not None else 0.0),
+                                (int(c["checkpoint"]["every"]), save_s)):
+                if every:
+                    sec += (total // every - self.step // every) * each
+            return sec
+
+        lo, hi = self.step, self.step + 1
+        while cost(hi) <= avail:
+            lo, hi = hi, 2 * hi
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            lo, hi = (mid, hi) if cost(mid) <= avail else (lo, mid)
+        if lo <= self.step:
+            need = (time.time() - started) + (cost(self.step + 1) + reserve) / safety
+            raise ValueError(
+                f"a time budget of {seconds:g} s is too short for one validated training step: reading the data, building "
+                f"the model and timing it took {time.time() - started:.1f} s, one step takes about {max(step_s):.2f} s, "
+                f"one validation {val_s:.2f} s and one checkpoint {save_s:.2f} s; give at least {math.ceil(need)} s, "
+                "or a number of iterations instead")
+        resized = resize_schedule(cfg, lo)
+        for key in ("stages", "optim", "log_every", "val", "checkpoint"):
+            cfg[key] = resized[key]
+        self._step_s = step_s[0]
+        return {"steps": lo, "step_s": step_s, "val_s": val_s, "save_s": save_s, "deadline": end - reserve}
 
     # ------------------------------------------------------------------ validation
 
@@ -370,20 +570,54 @@ class Trainer:
         }
 
     def save(self) -> Path | None:
+        """Write a checkpoint of this step; keeps the newest ``checkpoint.keep`` (0 = all) and, with
+        ``checkpoint.keep_best``, the best validated one too (:meth:`prune`)."""
         if not self.ctx.is_main:
             return None
+        ck = self.cfg["checkpoint"]
+        keep, keep_best = int(ck["keep"]), bool(ck.get("keep_best"))
         state = {"wall_time_s": self.wall, "rng": rng_state(self.np_rng), "noise_gen": self.noise_gen.get_state().tolist()}
-        return save_checkpoint(self.run_dir, self.step, self.model.state_dict(), self.ema.state_dict(),
+        path = save_checkpoint(self.run_dir, self.step, self.model.state_dict(), self.ema.state_dict(),
                                {"optimizer": self.opt.state_dict()}, self.cfg, state, self.export_info(),
-                               keep=int(self.cfg["checkpoint"]["keep"]))
+                               keep=0 if keep_best else keep)
+        if keep_best and keep > 0:
+            self.prune(keep)
+        self._saved_step = self.step
+        return path
+
+    def best_validated(self) -> int | None:
+        """The step of the best validated checkpoint still on disk (``core.training.selection.best_step`` over the
+        ``run_dir/log.jsonl`` records whose checkpoint folder exists); None when none beats the base."""
+        if not (self.run_dir / "log.jsonl").exists():
+            return None
+        root = self.run_dir / "checkpoints"
+        return best_step([r for r in validation_records(self.run_dir) if (root / f"step_{int(r['step']):08d}").is_dir()])
+
+    def prune(self, keep: int) -> None:
+        """Delete the checkpoints but the newest ``keep`` and the best validated one (:meth:`best_validated`)."""
+        import shutil
+
+        root = self.run_dir / "checkpoints"
+        steps = sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("step_"))
+        best = self.best_validated()
+        spare = {p.name for p in steps[-keep:]} | ({f"step_{best:08d}"} if best is not None else set())
+        for p in steps:
+            if p.name not in spare:
+                shutil.rmtree(p, ignore_errors=True)
 
     # ------------------------------------------------------------------ loop
 
-    def run(self, max_steps: int | None = None) -> dict:
-        """Train until the configured total (or ``max_steps`` more steps); returns the last validation."""
+    def run(self, max_steps: int | None = None, deadline: float | None = None) -> dict:
+        """Train until the configured total (or ``max_steps`` more steps); returns the last validation.
+
+        With ``deadline`` (``time.time()`` seconds) it stops between steps once the next step would end after it
+        and sets ``out_of_time``; then call :meth:`finish` to validate and checkpoint that step.
+        """
         cfg = self.cfg
         total = total_steps(cfg)
         stop = total if max_steps is None else min(total, self.step + max_steps)
+        if deadline is not None and self.ctx.enabled:
+            raise ValueError("a time budget is not supported with several processes (torchrun); give the steps instead")
         every_log = int(cfg["log_every"])
         every_val = int(cfg["val"]["every"])
         every_ckpt = int(cfg["checkpoint"]["every"])
@@ -396,9 +630,13 @@ class Trainer:
         t_last, n_last, acc = time.time(), self.step, []
         try:
             while self.step < stop:
+                if deadline is not None and time.time() + self._step_s > deadline:
+                    self.out_of_time = True
+                    break
                 t0 = time.time()
                 rec = self.train_step()
-                self.wall += time.time() - t0
+                self._step_s = time.time() - t0
+                self.wall += self._step_s
                 acc.append(rec)
                 if every_log and (self.step % every_log == 0 or self.step == stop):
                     dt = (time.time() - t_last) / max(self.step - n_last, 1)
@@ -416,11 +654,7 @@ class Trainer:
                     t_last, n_last, acc = time.time(), self.step, []
                     sys.stdout.flush()
                 if self.ctx.is_main and every_val and self.step % every_val == 0:
-                    v = self.validate()
-                    if v:
-                        self.log(f"  val step {self.step}: PSNR {v['psnr']:.2f} dB SAM {v['sam']:.2f} deg "
-                                 f"(bicubic {v['bicubic_psnr']:.2f} dB / {v['bicubic_sam']:.2f} deg) [{v['seconds']} s]")
-                        self.log_validation(v)
+                    self._validate_and_log()
                 if every_ckpt and self.step % every_ckpt == 0:
                     self.save()
         finally:
@@ -431,9 +665,19 @@ class Trainer:
             self.log(f"replicas identical across {self.ctx.world_size} ranks: {same}")
             if not same:
                 raise RuntimeError("DDP replicas diverged")
-        if self.step >= total and self.ctx.is_main:
-            if every_val and self.data.val is not None and self.validation.get("step") != self.step:
-                self.log_validation(self.validate())
+        if self.step >= total:
+            self.finish()
+        return self.validation
+
+    def finish(self) -> dict:
+        """Validate this step (when validation is on and it was not yet) and checkpoint it (unless the last
+        checkpoint is of this step and nothing changed since); returns the last validation."""
+        if not self.ctx.is_main:
+            return self.validation
+        validated = False
+        if int(self.cfg["val"]["every"]) and self.data.val is not None and self.validation.get("step") != self.step:
+            validated = bool(self._validate_and_log())
+        if validated or self._saved_step != self.step:
             self.save()
         return self.validation
 
@@ -469,6 +713,15 @@ class Trainer:
             self.log(f"{path}: dropped {dropped} records after step {self.step} (logged after the checkpoint this run "
                      "starts from, or unreadable); those steps are logged again")
         return dropped
+
+    def _validate_and_log(self) -> dict:
+        """:meth:`validate`, a log line and a ``log.jsonl`` record; ``{}`` without a held-out square."""
+        v = self.validate()
+        if v:
+            self.log(f"  val step {self.step}: PSNR {v['psnr']:.2f} dB SAM {v['sam']:.2f} deg "
+                     f"(bicubic {v['bicubic_psnr']:.2f} dB / {v['bicubic_sam']:.2f} deg) [{v['seconds']} s]")
+            self.log_validation(v)
+        return v
 
     def log_validation(self, v: dict) -> None:
         """Append a ``{"val": ...}`` record to ``run_dir/log.jsonl`` (read by ``core.training.selection``)."""

@@ -41,7 +41,13 @@ class TrainAlgorithm(HsrDiffAlgorithm):
         "the run starts.<br><b>Model size</b>: tiny (tests), small (trainable on a CPU in tens of minutes), paper (31.6 M "
         "parameters, needs a GPU). <b>Progressive</b> learning trains the first 60 % of the iterations on half-size "
         "patches (the paper's small-then-large schedule). Patch size in HR pixels is rounded to a multiple of "
-        "lcm(8, scale).<br>Checkpoints go to the checkpoint folder every tenth of the run and on cancel; running again "
+        "lcm(8, scale) and reduced, with a note in the log, when the image is too small for it (for B the training "
+        "grid is the LR-HSI's). <b>Validation</b>: a square of about a quarter of the image (at most 128 px) is held "
+        "out, validated on every tenth of the run, and the model exported is the best validated checkpoint. A real "
+        "pair needs at least 16 x 16 valid LR pixels.<br><b>Training time budget</b> (seconds; 0 = use the "
+        "iterations): times the first steps, fits the number of iterations (and the schedule) to the budget and "
+        "stops when it is spent; a budget too short for one validated step is refused.<br>Checkpoints go to the "
+        "checkpoint folder every tenth of the run and on cancel; running again "
         "with the same folder resumes; a folder trained with another scale, band set, model size or base is refused "
         "unless <i>Resume even if the configuration changed</i> is checked. A real pair's pixel-size ratio must equal "
         "the scale factor. Needs PyTorch (see <i>Check dependencies</i>)."
@@ -64,6 +70,9 @@ class TrainAlgorithm(HsrDiffAlgorithm):
         self.addParameter(QgsProcessingParameterEnum("PRESET", tr("Model size"), options=PRESETS, defaultValue=1))
         self.addParameter(QgsProcessingParameterNumber("ITERATIONS", tr("Training iterations"), QgsProcessingParameterNumber.Integer,
                                                        2000, minValue=2))
+        self.addParameter(QgsProcessingParameterNumber(
+            "TRAIN_SECONDS", tr("Training time budget (seconds; 0 = use the iterations)"), QgsProcessingParameterNumber.Integer,
+            0, minValue=0))
         self.addParameter(QgsProcessingParameterBoolean("PROGRESSIVE", tr("Progressive learning (small patches first)"), True))
         self.addParameter(QgsProcessingParameterNumber("PATCH", tr("Patch size (HR pixels)"), QgsProcessingParameterNumber.Integer,
                                                        64, minValue=8, maxValue=1024))
@@ -91,15 +100,16 @@ class TrainAlgorithm(HsrDiffAlgorithm):
         require("torch", "onnx", "safetensors", purpose="Training")
         from core.jobs.train import train_files
 
-        ref = lr = msi = lr_name = msi_name = None
+        ref = lr = msi = ref_name = lr_name = msi_name = None
         if parameters.get("REFERENCE"):
-            ref, _ = self.layer_path(parameters, "REFERENCE", context)
+            ref, ref_name = self.layer_path(parameters, "REFERENCE", context)
         if parameters.get("LR_HSI"):
             lr, lr_name = self.layer_path(parameters, "LR_HSI", context)
         if parameters.get("HR_MSI"):
             msi, msi_name = self.layer_path(parameters, "HR_MSI", context)
         model = self.parameterAsFileOutput(parameters, "MODEL", context)
         ckpt = self.parameterAsString(parameters, "CHECKPOINTS", context)
+        seconds = self.parameterAsInt(parameters, "TRAIN_SECONDS", context)
         res = train_files(
             model, ckpt, self.parameterAsInt(parameters, "SCALE", context), progress=self.progress(feedback), log=feedback.pushInfo,
             reference=ref, lr_hsi=lr, hr_msi=msi, sensor=sensor_from_parameters(self, parameters, context),
@@ -110,7 +120,9 @@ class TrainAlgorithm(HsrDiffAlgorithm):
             patch=self.parameterAsInt(parameters, "PATCH", context), batch=self.parameterAsInt(parameters, "BATCH", context),
             seed=self.parameterAsInt(parameters, "SEED", context),
             allow_config_change=self.parameterAsBool(parameters, "ALLOW_CONFIG_CHANGE", context), lr_name=lr_name,
-            msi_name=msi_name,
+            msi_name=msi_name, reference_name=ref_name, seconds=seconds or None,
         )
-        feedback.pushInfo(f"trained {res.steps} steps in {res.seconds:.0f} s; validation {res.validation or 'n/a'}")
+        chosen = f"step {res.selected_step} (best validated)" if res.selected_step is not None else f"step {res.steps} (last)"
+        feedback.pushInfo(f"trained {res.steps} steps in {res.seconds:.0f} s; exported {chosen}; "
+                          f"validation {res.validation or 'n/a'}")
         return {"MODEL": model, "CHECKPOINTS": ckpt}

@@ -1,0 +1,208 @@
+"""Training on a real pair of any size: patches that adapt, a held-out square inside the pair, a time budget.
+
+The pairs are made from the real HYDICE DC Mall cube (100 x 100 px; every 6th band, 32 bands): the LR-HSI
+is its Gaussian-PSF degradation by 4, the HR-MSI four broad bands (band averages), both with 40 dB noise,
+written as GeoTIFFs whose pixel sizes are 4 and 1 map units, like a real co-registered pair.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from core import sensor
+from core.raster_io import read_raster, write_raster
+from core.training.data import auto_val_region, build_data, crop_positions, largest_patch
+from core.training.trainer import Trainer, merge_config, resize_schedule, total_steps
+
+torch.set_num_threads(1)
+
+SCALE = 4
+
+
+def _pair(shared_data, folder, lr_side: int) -> tuple[str, str]:
+    """``(LR-HSI path, HR-MSI path)``: a ``lr_side x lr_side`` LR-HSI and its ``4 lr_side`` px HR-MSI."""
+    cube, _ = read_raster(shared_data / "hydice_dcmall.tif")
+    hr = cube[::6, : lr_side * SCALE, : lr_side * SCALE].astype(np.float32)
+    srf = np.zeros((4, hr.shape[0]), np.float32)
+    for k, idx in enumerate(np.array_split(np.arange(hr.shape[0]), 4)):
+        srf[k, idx] = 1.0 / len(idx)
+    lr, msi = sensor.simulate_pair(hr, SCALE, srf, psf=sensor.gaussian_psf(SCALE), snr_db=40, seed=0)
+    lr_path, msi_path = folder / f"lr_{lr_side}.tif", folder / f"msi_{lr_side}.tif"
+    write_raster(lr_path, lr, geotransform=(0.0, float(SCALE), 0.0, 0.0, 0.0, -float(SCALE)),
+                 wavelengths=np.linspace(400.0, 2500.0, hr.shape[0]))
+    write_raster(msi_path, msi, geotransform=(0.0, 1.0, 0.0, 0.0, 0.0, -1.0))
+    return str(lr_path), str(msi_path)
+
+
+@pytest.fixture(scope="module")
+def pair25(shared_data, tmp_path_factory):
+    return _pair(shared_data, tmp_path_factory.mktemp("pair25"), 25)
+
+
+def _records(run_dir) -> list[dict]:
+    return [json.loads(x) for x in (run_dir / "log.jsonl").read_text().splitlines() if x.strip()]
+
+
+def test_a_25x25_pair_trains_with_the_patch_reduced_and_exports_the_best_validated_step(pair25, tmp_path):
+    from core.jobs.train import train_files
+    from core.training.selection import best_step, validation_records
+    from export.metadata import read_metadata
+
+    lines: list[str] = []
+    res = train_files(tmp_path / "m.onnx", tmp_path / "ckpt", SCALE, lr_hsi=pair25[0], hr_msi=pair25[1], preset="tiny",
+                      iterations=6, batch=1, lr_name="AVIRIS-like LR", msi_name="S2-like MSI", log=lines.append)
+    log = "\n".join(lines)
+    note = next(x for x in lines if x.startswith("patch 64 -> "))
+    for part in ("patch 64 -> 16", "24 x 24 px", "LR-HSI layer 'AVIRIS-like LR' is 25 x 25 px",
+                 "HR-MSI layer 'S2-like MSI' 100 x 100 px", "held-out validation square", "32 -> 8"):
+        assert part in note, note
+    assert res.steps == 6 and (tmp_path / "m.onnx").is_file()
+    cfg = json.loads((tmp_path / "ckpt" / "checkpoints" / "step_00000006" / "config.json").read_text())
+    assert [st["patch"] for st in cfg["stages"]] == [8, 16]
+    # validated on the held-out square; the exported step is the selection's choice
+    recs = validation_records(tmp_path / "ckpt")
+    assert recs and all(r["crop"] == recs[0]["crop"] for r in recs)
+    assert res.selected_step == best_step(recs)
+    exported = read_metadata(tmp_path / "m.onnx").training["steps"]
+    assert exported == (res.selected_step if res.selected_step is not None else res.steps)
+    assert ("exporting step" in log) == (res.selected_step is not None)
+
+
+def test_a_pair_below_16x16_lr_pixels_is_refused_naming_its_sizes(shared_data, tmp_path):
+    from core.jobs.train import train_files
+
+    lr, msi = _pair(shared_data, tmp_path, 12)
+    with pytest.raises(ValueError) as err:
+        train_files(tmp_path / "m.onnx", tmp_path / "ckpt", SCALE, lr_hsi=lr, hr_msi=msi, preset="tiny", iterations=4,
+                    lr_name="tiny LR", msi_name="tiny MSI")
+    msg = str(err.value)
+    for part in ("too small", "LR-HSI layer 'tiny LR' is 12 x 12 px", "HR-MSI layer 'tiny MSI' 48 x 48 px",
+                 "at least 16 x 16 LR pixels"):
+        assert part in msg, msg
+    assert not (tmp_path / "ckpt").exists() and not (tmp_path / "m.onnx").exists()
+
+
+def test_no_patch_beside_the_held_out_square_names_it_and_the_largest_crop(pair25, tmp_path):
+    from core.jobs.train import training_config
+
+    cfg = training_config(tmp_path / "run", SCALE, lr_hsi=pair25[0], hr_msi=pair25[1], preset="tiny", iterations=4,
+                          val_region=[4, 4, 16])
+    with pytest.raises(ValueError) as err:
+        Trainer(cfg)
+    msg = str(err.value)
+    for part in ("no training patch fits", "24 x 24 px", "25 x 25 px", "100 x 100 px", "[row 4, col 4, size 16]",
+                 "largest square crop of training pixels is 4 x 4 px", "smallest patch 8 x 8"):
+        assert part in msg, msg
+
+
+def test_the_auto_held_out_square_is_inside_the_pair_and_never_in_a_training_crop(pair25):
+    data = build_data({"mode": "self_supervised", "hsi": pair25[0], "msi": pair25[1], "scale": SCALE,
+                       "val_region": "auto"}, patch=64)
+    r, c, size = data.describe()["val_region"]
+    sc = data.scenes[0]
+    h, w = sc.valid.shape
+    assert (h, w) == (24, 24) and data.describe()["val_region_auto"]
+    assert 0 <= r and r + size <= h and 0 <= c and c + size <= w and size % 8 == 0 and r % SCALE == 0 and c % SCALE == 0
+    assert not sc.valid[r : r + size, c : c + size].any() and sc.valid.sum() == h * w - size * size
+    np.testing.assert_array_equal(data.val["ref"], sc.ref[:, r : r + size, c : c + size])  # validated on
+    assert largest_patch(sc.valid, SCALE, 8) == 16  # training patches still fit beside it
+    sc.ref[:, r : r + size, c : c + size] = 1e6  # mark the square: no training crop may hold a marked pixel
+    rng = np.random.default_rng(0)
+    for patch in (8, 16):
+        for _ in range(40):
+            z0 = data.sample_batch(rng, 4, patch)["z0"]
+            assert float(data.hsi_norm.invert(z0.numpy()).max()) < 1e5
+
+
+def test_auto_square_size_and_place():
+    """About a quarter of the valid area, smaller when the patch would not fit beside it, on valid pixels only."""
+    full = np.ones((96, 96), bool)
+    assert auto_val_region(full, 4, 8, patch=16) == [48, 48, 48]  # 25 % of the area, bottom-right corner
+    r, c, size = auto_val_region(full, 4, 8, patch=64)  # 48 would leave 48 px: shrunk until 64 fits
+    assert size == 32 and largest_patch(_without(full, r, c, size), 4, 8, 64) == 64
+    holed = full.copy()
+    holed[60:, 60:] = False  # nodata in the bottom-right corner: the square goes to another corner
+    r, c, size = auto_val_region(holed, 4, 8, patch=16)
+    assert holed[r : r + size, c : c + size].all() and size % 8 == 0
+    assert auto_val_region(np.zeros((32, 32), bool), 4, 8) is None
+    # beside the 48 px corner square, 48 px crops start on its top rows or left columns: 13 + 13 - 1 places
+    assert len(crop_positions(_without(full, 48, 48, 48), 48, 4)) == 25
+
+
+def _without(valid, r, c, size):
+    out = valid.copy()
+    out[r : r + size, c : c + size] = False
+    return out
+
+
+def test_resize_schedule_keeps_the_stage_shares_and_a_tenth_of_the_run():
+    from core.training.trainer import DEFAULTS
+
+    cfg = merge_config(DEFAULTS, {"stages": [{"steps": 1200, "patch": 8, "batch": 2}, {"steps": 800, "patch": 16, "batch": 1}],
+                                  "optim": {"warmup": 200}, "log_every": 40, "val": {"every": 200},
+                                  "checkpoint": {"every": 200}})
+    out = resize_schedule(cfg, 50)
+    assert [st["steps"] for st in out["stages"]] == [30, 20] and total_steps(out) == 50
+    assert out["optim"]["warmup"] == 5 and out["val"]["every"] == 5 and out["checkpoint"]["every"] == 5
+    assert out["log_every"] == 1 and cfg["stages"][0]["steps"] == 1200  # the input is left alone
+
+
+def test_a_budget_run_stops_in_time_and_exports_a_model_that_loads(pair25, tmp_path):
+    import onnxruntime as ort
+
+    from core.jobs.train import train_files
+
+    budget = 10.0
+    stamps: list[tuple[float, str]] = []
+    t0 = time.time()
+    res = train_files(tmp_path / "m.onnx", tmp_path / "ckpt", SCALE, lr_hsi=pair25[0], hr_msi=pair25[1], preset="tiny",
+                      seconds=budget, batch=2, log=lambda line: stamps.append((time.time(), line)))
+    total = time.time() - t0
+    plan = next(line for _, line in stamps if line.startswith("time budget 10 s: "))
+    planned = int(plan.split(": ")[1].split()[0])
+    trained_by = max(t for t, line in stamps if line.startswith(("step ", "  val step", "time budget spent"))) - t0
+    assert trained_by <= budget + 1.0, (trained_by, plan)  # training ends within the budget
+    assert total <= budget + 20.0  # the ONNX export follows
+    assert 2 <= res.steps <= planned
+    cfg = json.loads((tmp_path / "ckpt" / "checkpoints" / f"step_{res.steps:08d}" / "config.json").read_text())
+    steps = [st["steps"] for st in cfg["stages"]]
+    assert sum(steps) == planned and abs(steps[0] - 0.6 * planned) <= 1  # the schedule is sized to the budget
+    assert cfg["budget_s"] == budget and cfg["val"]["every"] == cfg["checkpoint"]["every"] == max(planned // 10, 1)
+    assert any("val" in rec for rec in _records(tmp_path / "ckpt"))
+    sess = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    assert sess.get_inputs()
+
+
+def test_a_budget_too_short_for_one_validated_step_is_refused_before_anything_is_written(pair25, tmp_path):
+    from core.jobs.train import train_files
+
+    with pytest.raises(ValueError, match=r"time budget of 0.2 s is too short for one validated training step.*give at least"):
+        train_files(tmp_path / "m.onnx", tmp_path / "ckpt", SCALE, lr_hsi=pair25[0], hr_msi=pair25[1], preset="tiny",
+                    seconds=0.2, batch=1)
+    assert not (tmp_path / "ckpt").exists() and not (tmp_path / "m.onnx").exists()
+
+
+def test_the_cli_refuses_a_small_pair_and_a_bad_budget(shared_data, tmp_path, capsys):
+    from core.jobs.train import main
+
+    lr, msi = _pair(shared_data, tmp_path, 12)
+    args = ["--lr-hsi", lr, "--hr-msi", msi, "--scale", "4", "--model", str(tmp_path / "m.onnx"),
+            "--checkpoints", str(tmp_path / "ckpt"), "--preset", "tiny"]
+    assert main([*args, "--seconds", "30"]) == 1
+    assert "too small to train on" in capsys.readouterr().err
+    assert main([*args, "--seconds", "-1"]) == 1
+    assert "time budget must be positive" in capsys.readouterr().err
+
+
+def test_the_train_algorithm_has_a_time_budget_parameter(qgis_app):
+    from qgis.core import QgsApplication
+
+    alg = QgsApplication.processingRegistry().createAlgorithmById("hsrdiff:train")
+    p = alg.parameterDefinition("TRAIN_SECONDS")
+    assert p is not None and p.defaultValue() == 0 and p.minimum() == 0
+    assert "0 = use the iterations" in p.description()
