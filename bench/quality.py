@@ -13,7 +13,9 @@ on the same pixels; a scene with ``scales`` runs at those scales only.
 
 ``hsrdiff`` runs ``export.superresolve.superresolve`` - the QGIS algorithm's code path - on temporary
 GeoTIFFs written from the simulated arrays, with the plugin's default sampler (``export.defaults``;
-``--steps``/``--sampler`` override). ``--model`` takes one or more ``.onnx`` files separated by commas;
+``--steps``/``--sampler`` override) and its default check against classical methods (``check="best"``:
+the row's ``chosen`` says what wrote the output); ``hsrdiff_model`` is the same with ``check="off"``, the
+model's own result. ``--model`` takes one or more ``.onnx`` files separated by commas;
 each (scene, scale) uses the first model whose metadata fits (HSI bands and wavelengths, MSI bands,
 scale) and is skipped, with the reason, when none does. Its seconds include opening the ONNX Runtime session.
 
@@ -228,7 +230,7 @@ def _fitting_model(model_path: str | None, hsi_bands: int, msi_band_names: list[
 
 def hsrdiff(lr_hsi: np.ndarray, hr_msi: np.ndarray, scale: int, srf=None, psf=None, model_path: str | None = None,
             wavelengths=None, fwhm=None, msi_band_names=None, steps: int | None = None, sampler: str | None = None,
-            samples: int | None = None, degradation: str | None = None, **_) -> tuple[np.ndarray, dict]:
+            samples: int | None = None, degradation: str | None = None, check: str | None = None, **_) -> tuple[np.ndarray, dict]:
     """HSR-Diff through ``export.superresolve.superresolve`` on temporary GeoTIFFs (local pixel grid, no CRS).
 
     The model is chosen by its metadata (:func:`_fitting_model`); sampler settings are the plugin's defaults
@@ -254,6 +256,8 @@ def hsrdiff(lr_hsi: np.ndarray, hr_msi: np.ndarray, scale: int, srf=None, psf=No
         kw["samples"] = int(samples)
     if degradation is not None:
         kw["degradation"] = degradation
+    if check is not None:
+        kw["check"] = check
     with tempfile.TemporaryDirectory(prefix="hsrdiff_bench_") as tmp:
         lr_p = write_raster(Path(tmp) / "lr.tif", np.asarray(lr_hsi, np.float32), geotransform=(0.0, float(scale), 0.0, 0.0, 0.0,
                             -float(scale)), wavelengths=wavelengths, fwhm=fwhm,
@@ -263,12 +267,20 @@ def hsrdiff(lr_hsi: np.ndarray, hr_msi: np.ndarray, scale: int, srf=None, psf=No
         res = superresolve(lr_p, msi_p, path, Path(tmp) / "out.tif", **kw)
         out, _ = read_raster(res.out_path)
         used = gdal.Open(res.out_path).GetMetadataItem("hsr_diff_degradation")
-    return out, {"model": os.path.basename(path), "model_info": md.describe(), "degradation": used,
+    return out, {"model": os.path.basename(path), "model_info": md.describe(), "degradation": used, "chosen": res.method,
                  "sampler": f"{kw['sampler']} {kw['steps']} steps, eta {kw['eta']}, seed {kw['seed']}, "
                                                                  f"{kw['samples']} sample(s), {res.provider_info}"}
 
 
 register_method("hsrdiff", hsrdiff, needs_model=True)
+
+
+def hsrdiff_model(*args, **kwargs) -> tuple[np.ndarray, dict]:
+    """:func:`hsrdiff` with ``check="off"``: the model's own result, whatever the check would choose."""
+    return hsrdiff(*args, **{**kwargs, "check": "off"})
+
+
+register_method("hsrdiff_model", hsrdiff_model, needs_model=True)
 
 
 # ---------------------------------------------------------------------- cross-protocol benchmark (--protocol)
@@ -463,6 +475,33 @@ def _command(args: argparse.Namespace) -> str:
             f"{f' --model {args.model}' if args.model else ''}")
 
 
+CHOICE_TIE_DB = 0.1
+"""True PSNRs within this (dB) of the best candidate's count as a right choice of the check."""
+
+
+def check_choices(rows: list[dict]) -> list[dict]:
+    """How the Super-resolve check chose, per cell where both ``hsrdiff`` (check on) and ``hsrdiff_model`` (check off)
+    ran with the same knowledge: the candidates' true scores (the model's own result, and each classical method with
+    the same knowledge), the truly best by PSNR, what the check wrote, and its regret (dB, best - written)."""
+    cells: dict[tuple, dict] = {}
+    for r in rows:
+        key = (r["scene"], r["scale"], r["protocol"], r["knowledge"])
+        cells.setdefault(key, {})[r["method"]] = r
+    out = []
+    for key, by in cells.items():
+        if "hsrdiff" not in by or "hsrdiff_model" not in by:
+            continue
+        cand = {"model": by["hsrdiff_model"]} | {m: r for m, r in by.items() if not METHODS[m].needs_model}
+        best = max(cand, key=lambda m: cand[m]["psnr"])
+        got = by["hsrdiff"]
+        regret = cand[best]["psnr"] - got["psnr"]
+        out.append({"scene": key[0], "scale": key[1], "protocol": key[2], "knowledge": key[3], "chosen": got.get("chosen"),
+                    "truly_best": best, "regret_db": regret, "right": regret <= CHOICE_TIE_DB,
+                    "written_psnr": got["psnr"], "written_sam": got["sam"], "model_psnr": cand["model"]["psnr"],
+                    "model_sam": cand["model"]["sam"], "best_psnr": cand[best]["psnr"]})
+    return out
+
+
 def write_protocol_results(out: Path, rows: list[dict], args: argparse.Namespace, scenes: list[Scene], protocols: list[str],
                            scales: list[int], wall: float, skipped: list[dict] | None = None) -> None:
     """``out.md`` (the summary, what estimation buys, the estimates, every row) and ``out.json``."""
@@ -481,10 +520,12 @@ def write_protocol_results(out: Path, rows: list[dict], args: argparse.Namespace
         "summary": summary,
         "knowledge_gain_db": {name: {f"{m} {p}": v for (m, p), v in g.items()} for name, g in gains.items()},
         "results": margins(rows),
+        "check_choices": check_choices(rows),
         "skipped": skipped or [],
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(info, indent=1))
+    choices = info["check_choices"]
     m = info["machine"]
     method_names = list(dict.fromkeys(r["method"] for r in rows))
     lines = [
@@ -517,6 +558,24 @@ def write_protocol_results(out: Path, rows: list[dict], args: argparse.Namespace
           f"{s['worst_sam_cell']} ({s['worst_sam_vs']}) | {s['worst_sam']:.3f} | {s['mean_psnr_margin']:+.2f} | "
           f"{s['worst_psnr_margin_any']:+.2f} ({s['worst_psnr_any_cell']}, {s['worst_psnr_any_vs']}) |"
           for s in summary], "",
+    ]
+    if choices:
+        right = sum(c["right"] for c in choices)
+        acted = [c for c in choices if c["chosen"] != "model"]
+        lines += [
+            "## The check against classical methods (Super-resolve's default)", "",
+            f"`hsrdiff` is the product's output (`check=best`), `hsrdiff_model` the model's own (`check=off`). Per cell: "
+            f"what the check wrote, and the truly best of the model and the classical methods with the same knowledge "
+            f"(by PSNR against the reference). Right = the written result within {CHOICE_TIE_DB} dB of that best: "
+            f"**{right}/{len(choices)} ({100 * right / len(choices):.0f} %)**; the check replaced the model in "
+            f"{len(acted)} cell(s); worst regret {max(c['regret_db'] for c in choices):+.2f} dB. A pair smaller than "
+            "8 x scale LR px a side is not checked (the model's result is written).", "",
+            "| scene | scale | protocol | knowledge | written | truly best | regret (dB) | written PSNR / SAM | model PSNR / SAM |",
+            "|---|---|---|---|---|---|---|---|---|",
+            *[f"| {c['scene']} | {c['scale']} | {c['protocol']} | {c['knowledge']} | {c['chosen']} | {c['truly_best']} | "
+              f"{c['regret_db']:+.2f} | {c['written_psnr']:.2f} / {c['written_sam']:.3f} | {c['model_psnr']:.2f} / "
+              f"{c['model_sam']:.3f} |" for c in choices], ""]
+    lines += [
         "## What estimation buys", "",
         "PSNR (estimated) - PSNR (nominal), then PSNR (true) - PSNR (estimated), in dB: mean over the scene x scale "
         "cells (worst cell).", "",

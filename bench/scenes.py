@@ -51,6 +51,8 @@ SCENES: tuple[Scene, ...] = (
           scales=(3, 4), note="the centred 60x60 of the held-out square rows 64-127, cols 0-63 (scales 3 and 4; the bundled sample)"),
     Scene("enmap_southeast_holdout64", "enmap_potsdam_southeast.tif", (64, 128), (0, 64), "sentinel2", held_out=True,
           scales=(8,), note="the whole held-out square rows 64-127, cols 0-63 (scale 8)"),
+    Scene("cave_chart_toy", "cave_chart_toy.tif", (0, 256), (0, 256), "nikon_d700", held_out=True, scales=(4, 8),
+          note="a second CAVE scene (chart and stuffed toy, whole, 256x256) no model is trained on; Nikon D700 RGB"),
     Scene("cave_balloons_holdout", "cave_balloons.tif", (128, 256), (128, 256), "nikon_d700", held_out=True,
           scales=(4, 8), note="the held-out bottom-right 128x128 quadrant (scales 4 and 8)"),
 )

@@ -40,7 +40,7 @@ def base_image(lr: np.ndarray, msi: np.ndarray, scale: int, base: str = "bicubic
 
 
 def streamed_base(base: str, read_lr, read_msi, lr_shape: tuple[int, int], scale: int, psf=None,
-                  dead_lr: np.ndarray | None = None, dead_msi: np.ndarray | None = None, progress=None):
+                  dead_lr: np.ndarray | None = None, dead_msi: np.ndarray | None = None, progress=None, fit=None):
     """The conditioning base of a pair read window by window, fitted and ready; None for ``bicubic``.
 
     ``read_lr(row0, col0, rows, cols)`` / ``read_msi(...)`` read the LR-HSI on its ``lr_shape`` grid
@@ -51,7 +51,8 @@ def streamed_base(base: str, read_lr, read_msi, lr_shape: tuple[int, int], scale
     cols)`` gives the base over an HR window (float32 ``(bands, rows, cols)``, physical units), equal
     to :func:`base_image` over the whole area away from nodata (to float32 rounding when the area
     has at most :data:`core.baselines.glp.MAX_FIT_LR_PIXELS` LR pixels; larger areas fit the global
-    part on an evenly spread sample of blocks). ``progress(fraction, message)`` follows the fit.
+    part on an evenly spread sample of blocks). ``progress(fraction, message)`` follows the fit;
+    ``fit`` (the ``params`` of an earlier stream over the same pair) skips it.
     """
     if base == "bicubic":
         return None
@@ -60,6 +61,9 @@ def streamed_base(base: str, read_lr, read_msi, lr_shape: tuple[int, int], scale
         from .sensor import as_psf
 
         stream = GLPStream(read_lr, read_msi, lr_shape, scale, as_psf(psf, scale), dead_lr, dead_msi)
-        stream.fit(progress=progress)
+        if fit is None:
+            stream.fit(progress=progress)
+        else:
+            stream.params = fit
         return stream
     raise ValueError(f"unknown conditioning base {base!r}; choose one of {', '.join(BASES)}")

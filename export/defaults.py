@@ -10,7 +10,7 @@ from __future__ import annotations
 from core.raster_io import OUTPUT_TYPES
 
 __all__ = ["DEFAULT_STEPS", "DEFAULT_SAMPLER", "DEFAULT_ETA", "DEFAULT_SEED", "DEFAULT_SAMPLES", "DEFAULT_TILE",
-           "DEFAULT_OVERLAP", "DEFAULT_DEVICE", "DEFAULT_DEGRADATION", "DEFAULT_OUTPUT_TYPE", "sampler_kwargs",
+           "DEFAULT_OVERLAP", "DEFAULT_DEVICE", "DEFAULT_DEGRADATION", "DEFAULT_OUTPUT_TYPE", "CHECKS", "DEFAULT_CHECK", "sampler_kwargs",
            "add_sampler_arguments", "add_output_arguments"]
 
 DEFAULT_STEPS = 2  # DDIM denoising steps: the fewest within 0.05 dB of the best for every bundled model (bench/results/diffusion.md)
@@ -23,6 +23,8 @@ DEFAULT_OVERLAP = 32  # HR pixels
 DEFAULT_DEVICE = "auto"
 DEFAULT_DEGRADATION = "estimate"  # "estimate" (from the pair) | "model" (the model's nominal PSF)
 DEFAULT_OUTPUT_TYPE = "float32"  # "float32" | "int16" (scaled integers: reflectance x 10000)
+CHECKS = ("best", "report", "off")
+DEFAULT_CHECK = "best"  # score the model against classical methods on the pair (core.referee) and write the best
 
 
 def sampler_kwargs() -> dict:
@@ -46,6 +48,10 @@ def add_sampler_arguments(ap) -> None:
     ap.add_argument("--degradation", choices=("estimate", "model"), default=DEFAULT_DEGRADATION,
                     help="estimate: match the conditioning base's PSF and sub-pixel offset to the pair (default); "
                          "model: as trained")
+    ap.add_argument("--check", choices=CHECKS, default=DEFAULT_CHECK,
+                    help="best: score the model and MTF-GLP-HS, GSA and CNMF on the pair (Wald's protocol and "
+                         "consistency, on a crop) and write the best (default); report: score them, write the model's "
+                         "result; off: no check")
 
 
 def add_output_arguments(ap) -> None:

@@ -34,18 +34,23 @@ from core.progress import Cancelled, Progress
 from core.raster_io import RasterReader, RasterWriter, Window, bands_with_data, bounded_gdal_cache, commit_all, output_options
 
 from . import defaults as dflt
+from .check import check_scene, write_classical
 from .inputs import InputMismatch, InputPlan, plan_inputs
 from .metadata import read_metadata
 from .sampler import Denoiser
 from .tiling import msi_validity, run_tiled, upsample_window, with_conditioning
 
-__all__ = ["superresolve", "SuperResolveResult", "InputMismatch", "main"]
+__all__ = ["superresolve", "SuperResolveResult", "InputMismatch", "Scene", "SceneSetup", "open_scene", "open_writers",
+           "check_outputs", "decide", "adapt_scene", "main"]
 
 log = logging.getLogger("hsr_diff.export")
 
 
-PHASES = {"check": 0.02, "base": 0.05}
-"""Where each phase of a run ends on the 0..1 progress scale: input check, base fit, then the tiles."""
+PHASES = {"check": 0.02, "base": 0.05, "adapt": 0.05, "referee": 0.12}
+"""Where each phase of a run ends on the 0..1 progress scale: input check, base fit, the check against
+classical methods, then the tiles (or the classical method that won); with adaptation, :data:`ADAPT_PHASES`."""
+ADAPT_PHASES = PHASES | {"adapt": 0.6, "referee": 0.7}
+"""The phases of a run that adapts the model first (the adaptation's budget is most of its time)."""
 
 
 class _Eta(Progress):
@@ -89,6 +94,26 @@ class SuperResolveResult:
     samples: int
     seconds: float
     notes: list[str] = field(default_factory=list)
+    method: str = "model"  # what wrote the output: the model, or the classical method the check chose
+    check: object | None = None  # the check's scores (:class:`core.referee.Verdict`), None when it did not run
+    adapted_model: str | None = None  # the saved adapted model (``adapted_model_path``), None when none was saved
+
+
+def _verdict_note(verdict, method: str, first: str = "model") -> str:
+    """One sentence on what the check found and what was written (``first``: the incumbent model)."""
+    w = verdict.winner
+    db, deg = verdict.margin(w)
+    other = verdict.best_other(w)
+    lead = f"by {db:+.2f} dB Wald PSNR and {deg:+.3f} deg Wald SAM over {other.name}" if other is not None else "alone"
+    if method == w and w in ("model", "adapted"):
+        return f"check: the {w} model is the best candidate on the pair ({lead}); its result is written"
+    if method == first:
+        m = verdict.score(first)
+        return (f"check: {w} scores better than the model on the pair ({w} {verdict.score(w).wald_psnr:.2f} dB / "
+                f"{verdict.score(w).wald_sam:.3f} deg, {first} {m.wald_psnr:.2f} dB / {m.wald_sam:.3f} deg, Wald's protocol); "
+                f"the {first} model's result is written as asked (check=report)")
+    return (f"check: {w} beats the {first} model on this pair ({lead}); the output is {w}'s result, not the {first} "
+            "model's (check=off writes the model's result)")
 
 
 class RasterPairSource:
@@ -174,6 +199,194 @@ def _name(path, given: str | None) -> str:
     return given or os.path.basename(os.fspath(path))
 
 
+@dataclass
+class SceneSetup:
+    """What a run computes once per scene before its tiles: small and picklable, so that workers
+    (:mod:`export.batch`) rebuild the scene's source without repeating the scan or the fits.
+
+    ``dead_lr`` / ``dead_msi``: bands with no valid pixel (model order); ``registration``: the
+    degradation estimate used (None = the model's nominal one); ``base_fit``: the global part of the
+    conditioning base (:class:`core.baselines.glp.GLPFit`, None for a bicubic base); ``notes``: the
+    warnings the setup raised.
+    """
+
+    dead_lr: np.ndarray
+    dead_msi: np.ndarray
+    registration: object | None = None
+    base_fit: object | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Scene:
+    """An opened pair, checked against a model, with its conditioned source and output layout."""
+
+    md: object
+    geom: PairGeometry
+    plan: InputPlan
+    lr: RasterReader
+    msi: RasterReader
+    pair: RasterPairSource  # the inputs in the model's bands and units
+    source: object  # ``pair`` with the conditioning base (:func:`export.tiling.with_conditioning`)
+    setup: SceneSetup
+    notes: list[str]
+    shape: tuple[int, int, int]
+    writer_options: dict
+    provenance: dict
+
+
+def _setup(source: RasterPairSource, md, geom: PairGeometry, ln: str, mn: str, degradation: str, prog: Progress) -> SceneSetup:
+    """The scan for empty bands and the degradation estimate of one scene (the base is fitted by the caller)."""
+    dead_lr, dead_msi, notes = _dead_bands(source, ln, mn, prog.sub(0.0, PHASES["check"]))
+    for n in notes:
+        log.warning(n)
+    reg = None
+    if degradation == "estimate" and md.base != "bicubic":
+        prog.report(PHASES["check"], "estimating the pair's degradation")
+        source = RasterPairSource(source.lr, source.msi, geom, source.plan, dead_msi)
+        reg, why = estimate_degradation(source.read_lr_block, source.read_msi_block, source.lr_shape, geom.scale, ln, mn,
+                                        md.psf_sigma)
+        for n in why:
+            log.warning(n)
+        notes += why
+        if reg is None and not why:
+            log.info("estimated degradation: the model's nominal one (no offset over %.2f HR px, width within %d %%)",
+                     SNAP_SHIFT_PX, round(100 * SNAP_SIGMA))
+        if reg is not None:
+            log.info("estimated degradation: offset dy %+.3f dx %+.3f HR px, PSF sigma %.3f HR px (model: %.3f); relative "
+                     "residual %.4f (%.4f with the nominal one)", reg.dy, reg.dx, reg.sigma, md.psf_sigma or float("nan"),
+                     reg.residual, reg.residual_centred)
+    return SceneSetup(dead_lr, dead_msi, reg, None, notes)
+
+
+def open_scene(stack: ExitStack, lr_path, msi_path, model_path, md=None, lr_name: str | None = None,
+               msi_name: str | None = None, allow_scale_mismatch: bool = False, degradation: str = dflt.DEFAULT_DEGRADATION,
+               output_type: str = dflt.DEFAULT_OUTPUT_TYPE, sampler_note: str = "", progress: Progress | None = None,
+               setup: SceneSetup | None = None) -> Scene:
+    """Open and check a pair for ``model_path`` (readers closed by ``stack``) and prepare its conditioned source.
+
+    Without ``setup`` this scans for empty bands, estimates the degradation (``degradation``, see
+    :func:`superresolve`) and fits the conditioning base, reporting to ``progress`` up to
+    ``PHASES["base"]``; with a ``setup`` from an earlier :func:`open_scene` of the same pair and model
+    it reuses those, so every worker of a split scene conditions its tiles identically.
+    """
+    if degradation not in DEGRADATIONS:
+        raise ValueError(f"unknown degradation {degradation!r}; choose one of {', '.join(DEGRADATIONS)}")
+    md = read_metadata(model_path) if md is None else md
+    prog = progress if progress is not None else Progress(None)
+    geom = check_pair(lr_path, msi_path, lr_name=lr_name, msi_name=msi_name)
+    lr = stack.enter_context(RasterReader(lr_path))
+    msi = stack.enter_context(RasterReader(msi_path))
+    ln, mn = _name(lr_path, lr_name), _name(msi_path, msi_name)
+    plan = plan_inputs(lr, msi, md, geom, os.path.basename(os.fspath(model_path)), ln, mn, allow_scale_mismatch)
+    if setup is None:
+        for n in plan.notes:
+            log.warning(n)
+        prog.report(0.0, "checking the inputs")
+        setup = _setup(RasterPairSource(lr, msi, geom, plan), md, geom, ln, mn, degradation, prog)
+    notes = list(geom.notes) + plan.notes + setup.notes  # check_pair logged its own
+    pair = RasterPairSource(lr, msi, geom, plan, setup.dead_msi)
+    reg = setup.registration
+    source = with_conditioning(pair, md, prog.sub(PHASES["check"], PHASES["base"]).report, setup.dead_lr, setup.dead_msi,
+                               None if reg is None else reg.psf(geom.scale), setup.base_fit)
+    if md.base != "bicubic":
+        setup.base_fit = source.stream.params
+    lm = lr.meta
+    nodata = next((v for v in lm.nodata if v is not None), None)
+    provenance = {"hsr_diff_degradation": "model" if reg is None else
+                  f"estimated: offset dy {reg.dy:+.3f} dx {reg.dx:+.3f} HR px, sigma {reg.sigma:.3f} HR px",
+                  "hsr_diff_model": os.path.basename(os.fspath(model_path)), "hsr_diff_model_info": md.describe(),
+                  "hsr_diff_sampler": sampler_note,
+                  "hsr_diff_inputs": f"{os.path.basename(os.fspath(lr_path))} + {os.path.basename(os.fspath(msi_path))}"}
+    shape = (lm.bands, source.rows, source.cols)  # every input band; those the model skips are nodata
+    options = dict(geotransform=geom.geotransform, crs_wkt=geom.crs_wkt, nodata=nodata, wavelengths=plan.wavelengths,
+                   fwhm=plan.fwhm, bad_bands=plan.bad_bands) | output_options(output_type, lr, plan.lr_bands)
+    return Scene(md, geom, plan, lr, msi, pair, source, setup, notes, shape, options, provenance)
+
+
+def open_writers(stack: ExitStack, scene: Scene, out_path, unc_path, samples: int, tile: int, overlap: int):
+    """The output's (and uncertainty's) atomic writers, aborted by ``stack`` unless committed, and their sink."""
+    md, lm = scene.md, scene.lr.meta
+    stride = int(math.ceil(tile / md.spatial_multiple) * md.spatial_multiple) - overlap  # the tiler's owner regions
+    common = scene.writer_options | {"block": stride if stride >= 64 and stride % 16 == 0 else 256}
+    out = RasterWriter(out_path, scene.shape, band_names=lm.band_names, metadata=scene.provenance, **common)
+    stack.callback(out.abort)  # after a commit there is nothing left to abort
+    unc = None
+    if unc_path is not None:
+        content = (f"per-pixel standard deviation of {samples} samples times the model's calibration factor "
+                   f"{md.uncertainty_scale:g}")
+        unc = RasterWriter(unc_path, scene.shape, band_names=[f"std {n}" for n in lm.band_names],
+                           metadata={**scene.provenance, "hsr_diff_content": content}, **common)
+        stack.callback(unc.abort)
+    writers = [out] if unc is None else [out, unc]
+    return writers, scene.plan.output_sink(_WriterSink(out, unc, scene.plan.lr_bands))  # back in the LR-HSI's units
+
+
+def sampler_note(steps: int = dflt.DEFAULT_STEPS, sampler: str = dflt.DEFAULT_SAMPLER, eta: float = dflt.DEFAULT_ETA,
+                 seed: int = dflt.DEFAULT_SEED, samples: int = dflt.DEFAULT_SAMPLES, **_) -> str:
+    """The sampler settings as the output's metadata records them."""
+    return f"{sampler} steps={steps} eta={eta} seed={seed} samples={samples}"
+
+
+def decide(scene: Scene, denoisers, check: str = dflt.DEFAULT_CHECK, steps: int = dflt.DEFAULT_STEPS,
+           sampler: str = dflt.DEFAULT_SAMPLER, eta: float = dflt.DEFAULT_ETA, seed: int = dflt.DEFAULT_SEED,
+           progress: Progress | None = None, crop=None):
+    """``(verdict or None, method)``: the check of ``scene`` (``check``, see :func:`superresolve`) and what is to
+    write the output: a model's name (``denoisers``: one :class:`Denoiser`, named ``model``, or ``{name: Denoiser}``,
+    the first the incumbent) or a classical method; logs the table, adds the verdict to the notes and provenance."""
+    if check not in dflt.CHECKS:
+        raise ValueError(f"unknown check {check!r}; choose one of {', '.join(dflt.CHECKS)}")
+    first = next(iter(denoisers)) if isinstance(denoisers, dict) else "model"
+    if check == "off":
+        return None, first
+    verdict = check_scene(scene, denoisers, steps, sampler, eta, seed, None if progress is None else progress.report, crop)
+    if verdict is None:
+        return None, first
+    for line in verdict.table():
+        log.info("%s", line)
+    method = verdict.winner if check == "best" else first
+    scene.notes.append(_verdict_note(verdict, method, first))
+    (log.warning if method != first else log.info)("%s", scene.notes[-1])
+    scene.provenance["hsr_diff_method"] = method
+    scene.provenance["hsr_diff_check"] = " | ".join(verdict.table()[2:])
+    return verdict, method
+
+
+def adapt_scene(scene: Scene, model_path, seconds: float, out_path, seed: int = dflt.DEFAULT_SEED, progress=None):
+    """Fine-tune ``model_path`` on a central region of ``scene`` (:func:`export.adapt.adapt_model`) away from the
+    check's crop; ``(AdaptResult, crop)``, the crop to check the adapted model on (or the reason there is none)."""
+    from core.referee import CHECK_LR, MIN_REDUCED_LR
+
+    from .adapt import ADAPT_LR, adapt_model
+    from .check import filled, pair_srf, pick_crop, scene_psf
+
+    pair, s = scene.pair, scene.geom.scale
+    rows, cols = pair.lr_shape
+    side = max(MIN_REDUCED_LR * s, min(CHECK_LR, min(rows, cols) // 3))  # room left around the crop to train on
+    crop = pick_crop(scene, side)
+    n_r, n_c = min(ADAPT_LR, rows), min(ADAPT_LR, cols)
+    r0, c0 = (rows - n_r) // 2, (cols - n_c) // 2
+    lr = filled(pair.read_lr_block, scene.setup.dead_lr)(r0, c0, n_r, n_c)
+    msi = filled(pair.read_msi_block, scene.setup.dead_msi)(r0 * s, c0 * s, n_r * s, n_c * s)
+    exclude = None if isinstance(crop, str) else (crop[0] - r0, crop[1] - c0, crop[2].shape[1], crop[2].shape[2])
+    srf = pair_srf(scene, lr, msi)
+    return adapt_model(model_path, lr, msi, s, scene_psf(scene), srf, seconds, out_path, exclude, seed, progress), crop
+
+
+def check_outputs(out_path, unc_path, samples: int, *inputs) -> tuple[Path, Path | None]:
+    """The output paths, refused when one would overwrite an input or the other, or when samples < 2 with a spread."""
+    out_path = Path(out_path)
+    unc_path = Path(unc_path) if unc_path else None
+    for p in (out_path, unc_path):
+        if p is not None and p.resolve() in {Path(i).resolve() for i in inputs}:
+            raise ValueError(f"{p}: the output would overwrite an input")
+    if unc_path is not None and samples < 2:
+        raise ValueError(f"an uncertainty raster needs samples >= 2 (got {samples}): the spread of one sample is undefined")
+    if unc_path is not None and unc_path.resolve() == out_path.resolve():
+        raise ValueError(f"{unc_path}: the uncertainty raster and the output must be different files")
+    return out_path, unc_path
+
+
 def superresolve(
     lr_path,
     msi_path,
@@ -199,6 +412,9 @@ def superresolve(
     degradation: str = dflt.DEFAULT_DEGRADATION,
     denoiser: Denoiser | None = None,
     output_type: str = dflt.DEFAULT_OUTPUT_TYPE,
+    check: str = dflt.DEFAULT_CHECK,
+    adapt_seconds: float = 0.0,
+    adapted_model_path=None,
 ) -> SuperResolveResult:
     """Fuse ``lr_path`` (LR-HSI) and ``msi_path`` (HR-MSI) with the model at ``model_path`` into ``out_path``.
 
@@ -212,92 +428,81 @@ def superresolve(
     ``threads`` and ``allow_fallback`` are then its own), e.g. one per worker of :mod:`export.batch`.
     ``output_type``: ``float32`` or ``int16`` (scaled integers, nodata -32768: reflectance in 0-1 is stored
     x 10000; see :func:`core.raster_io.output_options`), for the output and the uncertainty alike.
+    ``check``: ``best`` scores the model against MTF-GLP-HS, GSA and CNMF on a crop of the pair
+    (:mod:`export.check`: Wald's protocol and consistency, the table logged and kept in the result's
+    ``check``) and writes the best of them (a classical winner has a nodata uncertainty raster);
+    ``report`` scores them and writes the model's result; ``off`` skips the check.
+    ``adapt_seconds`` > 0 first fine-tunes the model on the pair for that long (:func:`adapt_scene`; needs torch):
+    the check then scores the model as it was (the incumbent: Wald's protocol favours a model trained one
+    scale down, so the adapted one must beat it on PSNR and SAM alike), the adapted model and the classical
+    methods on a crop the adaptation did not train on, and writes the best (with ``check`` ``report`` or
+    ``off``, the adapted model's result; when the pair is too small to check, the model as it was).
+    ``adapted_model_path``: where to keep the adapted model (written when the whole run succeeded).
     """
     t0 = time.perf_counter()
-    out_path = Path(out_path)
-    unc_path = Path(uncertainty_path) if uncertainty_path else None
-    for p in (out_path, unc_path):
-        if p is not None and p.resolve() in (Path(lr_path).resolve(), Path(msi_path).resolve(), Path(model_path).resolve()):
-            raise ValueError(f"{p}: the output would overwrite an input")
-    if unc_path is not None and samples < 2:
-        raise ValueError(f"an uncertainty raster needs samples >= 2 (got {samples}): the spread of one sample is undefined")
-    if unc_path is not None and unc_path.resolve() == out_path.resolve():
-        raise ValueError(f"{unc_path}: the uncertainty raster and the output must be different files")
+    if check not in dflt.CHECKS:  # before any work
+        raise ValueError(f"unknown check {check!r}; choose one of {', '.join(dflt.CHECKS)}")
+    if adapt_seconds < 0:
+        raise ValueError(f"adapt_seconds must be >= 0 (got {adapt_seconds})")
+    if adapted_model_path is not None and adapt_seconds <= 0:
+        raise ValueError("an adapted model can only be saved with adapt_seconds > 0")
+    if adapt_seconds > 0:
+        from .adapt import _torch
+
+        _torch()  # the install command before any work
+    out_path, unc_path = check_outputs(out_path, uncertainty_path, samples, lr_path, msi_path, model_path)
     md = read_metadata(model_path)
-    geom = check_pair(lr_path, msi_path, lr_name=lr_name, msi_name=msi_name)
     with ExitStack() as stack:
         stack.enter_context(bounded_gdal_cache())
-        lr = stack.enter_context(RasterReader(lr_path))
-        msi = stack.enter_context(RasterReader(msi_path))
-        ln, mn = _name(lr_path, lr_name), _name(msi_path, msi_name)
-        plan = plan_inputs(lr, msi, md, geom, os.path.basename(os.fspath(model_path)), ln, mn, allow_scale_mismatch)
-        for n in plan.notes:
-            log.warning(n)
-        notes = list(geom.notes) + plan.notes  # check_pair logged its own
+        prog = Progress(progress, cancel)
+        scene = open_scene(stack, lr_path, msi_path, model_path, md, lr_name, msi_name, allow_scale_mismatch, degradation,
+                           output_type, sampler_note(steps, sampler, eta, seed, samples), prog)
         den = denoiser if denoiser is not None else Denoiser(model_path, device=device, allow_fallback=allow_fallback, threads=threads)
         log.info("%s; %s", md.describe(), den.info.describe())
-        notes += den.info.notes
-        prog = Progress(progress, cancel)
-        prog.report(0.0, "checking the inputs")
-        source = RasterPairSource(lr, msi, geom, plan)
-        dead_lr, dead_msi, empty = _dead_bands(source, ln, mn, prog.sub(0.0, PHASES["check"]))
-        for n in empty:
-            log.warning(n)
-        notes += empty
-        source = RasterPairSource(lr, msi, geom, plan, dead_msi)
         log.info("output: %d bands x %d x %d px (%.2f GB as float32), scale %d, %s %d steps x %d sample(s)",
-                 lr.meta.bands, source.rows, source.cols, lr.meta.bands * source.rows * source.cols * 4 / 1e9, geom.scale,
-                 sampler, steps, samples)
-        psf = None
-        if degradation not in DEGRADATIONS:
-            raise ValueError(f"unknown degradation {degradation!r}; choose one of {', '.join(DEGRADATIONS)}")
-        if degradation == "estimate" and md.base != "bicubic":
-            prog.report(PHASES["check"], "estimating the pair's degradation")
-            reg, why = estimate_degradation(source.read_lr_block, source.read_msi_block, source.lr_shape, geom.scale, ln, mn,
-                                            md.psf_sigma)
-            for n in why:
-                log.warning(n)
-            notes += why
-            if reg is None and not why:
-                log.info("estimated degradation: the model's nominal one (no offset over %.2f HR px, width within %d %%)",
-                         SNAP_SHIFT_PX, round(100 * SNAP_SIGMA))
-            if reg is not None:
-                psf = reg.psf(geom.scale)
-                log.info("estimated degradation: offset dy %+.3f dx %+.3f HR px, PSF sigma %.3f HR px (model: %.3f); relative "
-                         "residual %.4f (%.4f with the nominal one)", reg.dy, reg.dx, reg.sigma, md.psf_sigma or float("nan"),
-                         reg.residual, reg.residual_centred)
-        source = with_conditioning(source, md, prog.sub(PHASES["check"], PHASES["base"]).report, dead_lr, dead_msi, psf)
-        lm = lr.meta
-        nodata = next((v for v in lm.nodata if v is not None), None)
-        wl, fw = plan.wavelengths, plan.fwhm
-        provenance = {"hsr_diff_degradation": "model" if psf is None else
-                      f"estimated: offset dy {reg.dy:+.3f} dx {reg.dx:+.3f} HR px, sigma {reg.sigma:.3f} HR px",
-                      "hsr_diff_model": os.path.basename(os.fspath(model_path)), "hsr_diff_model_info": md.describe(),
-                      "hsr_diff_sampler": f"{sampler} steps={steps} eta={eta} seed={seed} samples={samples}",
-                      "hsr_diff_inputs": f"{os.path.basename(os.fspath(lr_path))} + {os.path.basename(os.fspath(msi_path))}"}
-        shape = (lm.bands, source.rows, source.cols)  # every input band; those the model skips are nodata
-        stride = int(math.ceil(tile / md.spatial_multiple) * md.spatial_multiple) - overlap  # the tiler's owner regions
-        common = dict(geotransform=geom.geotransform, crs_wkt=geom.crs_wkt, nodata=nodata, wavelengths=wl, fwhm=fw,
-                      bad_bands=plan.bad_bands, block=stride if stride >= 64 and stride % 16 == 0 else 256
-                      ) | output_options(output_type, lr, plan.lr_bands)
-        out = RasterWriter(out_path, shape, band_names=lm.band_names, metadata=provenance, **common)
-        stack.callback(out.abort)  # after a commit there is nothing left to abort
-        unc = None
-        if unc_path is not None:
-            content = (f"per-pixel standard deviation of {samples} samples times the model's calibration factor "
-                       f"{md.uncertainty_scale:g}")
-            unc = RasterWriter(unc_path, shape, band_names=[f"std {n}" for n in lm.band_names],
-                               metadata={**provenance, "hsr_diff_content": content}, **common)
-            stack.callback(unc.abort)
-        sink = plan.output_sink(_WriterSink(out, unc, plan.lr_bands))  # back in the LR-HSI's units
-        stats = run_tiled(den, source, sink, steps=steps, sampler=sampler, eta=eta, seed=seed, samples=samples, tile=tile,
-                          overlap=overlap, batch=batch, progress=_Eta(prog.sub(PHASES["base"], 1.0), log), with_std=unc is not None)
-        commit_all([out] if unc is None else [out, unc])
+                 *scene.shape, math.prod(scene.shape) * 4 / 1e9, scene.geom.scale, sampler, steps, samples)
+        models, crop, adapted = {"model": den}, None, None
+        phases = ADAPT_PHASES if adapt_seconds > 0 else PHASES
+        if adapt_seconds > 0:
+            tmp_model = out_path.with_name(f".{out_path.stem}.adapted-{os.getpid()}-{int(t0 * 1e3) % 10**8}.onnx")
+            stack.callback(lambda: tmp_model.unlink(missing_ok=True))
+            res_a, crop = adapt_scene(scene, model_path, adapt_seconds, tmp_model, seed,
+                                      prog.sub(phases["base"], phases["adapt"]))
+            scene.notes.extend(res_a.notes)
+            for n in res_a.notes:
+                log.info("%s", n)
+            if res_a.path is not None:
+                adapted = res_a
+                models["adapted"] = Denoiser(res_a.path, device=device, allow_fallback=allow_fallback, threads=threads)
+        verdict, method = decide(scene, models, check, steps, sampler, eta, seed,
+                                 prog.sub(phases["adapt"], phases["referee"]), crop)
+        if adapted is not None and check != "best":  # not chosen by a check: what was asked for
+            method = "adapted"
+        elif adapted is not None and verdict is None:
+            scene.notes.append("the adapted model could not be checked on this pair (see above); the model as it was "
+                               "is written")
+            log.warning(scene.notes[-1])
+        notes = scene.notes + den.info.notes
+        writers, sink = open_writers(stack, scene, out_path, unc_path, samples, tile, overlap)
+        stats = None
+        rest = prog.sub(phases["referee"], 1.0)
+        if method in models:
+            stats = run_tiled(models[method], scene.source, sink, steps=steps, sampler=sampler, eta=eta, seed=seed,
+                              samples=samples, tile=tile, overlap=overlap, batch=batch, progress=_Eta(rest, log),
+                              with_std=unc_path is not None)
+        else:
+            write_classical(scene, method, sink, verdict.srf, unc_path is not None, rest.report)
+        commit_all(writers)
+        if adapted is not None and adapted_model_path is not None:
+            os.replace(adapted.path, adapted_model_path)
     seconds = time.perf_counter() - t0
+    shape, geom = scene.shape, scene.geom
     log.info("wrote %s (%d x %d x %d) in %.1f s on %s", out_path, *shape, seconds, den.info.provider)
     return SuperResolveResult(str(out_path), None if unc_path is None else str(unc_path), shape[0], shape[1], shape[2],
                               geom.scale, tuple(geom.geotransform), geom.crs_wkt, den.info.provider, den.info.describe(),
-                              stats.tiles, stats.steps, sampler, samples, seconds, notes)
+                              0 if stats is None else stats.tiles, 0 if stats is None else stats.steps, sampler, samples,
+                              seconds, notes, method, verdict,
+                              None if adapted is None or adapted_model_path is None else str(adapted_model_path))
 
 
 # ---------------------------------------------------------------------- CLI
@@ -347,7 +552,8 @@ def main(argv: list[str] | None = None) -> int:
         res = superresolve(args.lr, args.msi, args.model, args.out, steps=args.steps, sampler=args.sampler, eta=args.eta,
                            seed=args.seed, samples=args.samples, tile=args.tile, overlap=args.overlap, device=args.device,
                            uncertainty_path=args.uncertainty, progress=bar, batch=args.batch, threads=args.threads,
-                           allow_fallback=args.allow_fallback, degradation=args.degradation, output_type=args.output_type)
+                           allow_fallback=args.allow_fallback, degradation=args.degradation, output_type=args.output_type,
+                           check=args.check)
     except (Cancelled, KeyboardInterrupt):
         if bar:
             bar.close()

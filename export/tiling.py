@@ -45,6 +45,7 @@ __all__ = [
     "StreamedBaseSource",
     "with_conditioning",
     "ArraySink",
+    "TileRun",
     "run_tiled",
     "fuse_arrays",
     "TiledStats",
@@ -194,19 +195,20 @@ class StreamedBaseSource:
 
 
 def with_conditioning(source, md: ModelMetadata, progress=None, dead_lr: np.ndarray | None = None,
-                      dead_msi: np.ndarray | None = None, psf=None):
+                      dead_msi: np.ndarray | None = None, psf=None, fit=None):
     """``source`` itself for a bicubic-conditioned model, else a :class:`StreamedBaseSource` over it.
 
     ``source`` has ``lr_shape`` and ``read_lr_block`` / ``read_msi_block`` (``row0, col0, rows, cols``
     on the LR and the output grid); the base's global fit reports to ``progress(fraction, message)``.
-    ``psf`` (a kernel or sigma) replaces the model's nominal ``psf_sigma``, e.g. with the pair's estimate.
+    ``psf`` (a kernel or sigma) replaces the model's nominal ``psf_sigma``, e.g. with the pair's estimate;
+    ``fit``: the base's global part from an earlier fit of the same pair (``stream.params``), used as is.
     """
     if md.base == "bicubic":
         return source
     from core.conditioning import streamed_base
 
     stream = streamed_base(md.base, source.read_lr_block, source.read_msi_block, source.lr_shape, source.scale,
-                           md.psf_sigma if psf is None else psf, dead_lr, dead_msi, progress)
+                           md.psf_sigma if psf is None else psf, dead_lr, dead_msi, progress, fit)
     return StreamedBaseSource(source, stream)
 
 
@@ -271,6 +273,126 @@ def _pad_to(a: np.ndarray, hp: int, wp: int) -> np.ndarray:
     return np.pad(a, ((0, 0), (0, ph), (0, pw)), mode=mode)
 
 
+class TileRun:
+    """The layout, batching, noise and blending of one tiled run over a ``rows x cols`` output grid.
+
+    :func:`run_tiled` walks it in one process; :mod:`export.batch` hands its groups to Dask workers
+    and assembles the owner regions on the client. Both give the same bits: a group's tiles are
+    denoised by :meth:`denoise` from the same inputs and noise, a tile's weighted contributions are
+    cut by :meth:`pieces`, and an owner region is summed by :meth:`assemble` from zeros, adding the
+    pieces in row-major tile order.
+    """
+
+    def __init__(self, md: ModelMetadata, rows: int, cols: int, steps: int = dflt.DEFAULT_STEPS,
+                 sampler: str = dflt.DEFAULT_SAMPLER, eta: float = dflt.DEFAULT_ETA, seed: int = dflt.DEFAULT_SEED,
+                 samples: int = dflt.DEFAULT_SAMPLES, tile: int = dflt.DEFAULT_TILE, overlap: int = dflt.DEFAULT_OVERLAP,
+                 batch: int = 1, with_std: bool | None = None):
+        if batch < 1:
+            raise ValueError(f"batch must be >= 1, got {batch}")
+        self.md, self.rows, self.cols, self.samples, self.batch = md, int(rows), int(cols), int(samples), int(batch)
+        m = md.spatial_multiple
+        self.tile = int(math.ceil(tile / m) * m)
+        self.overlap = int(overlap)
+        self.plan = make_plan(md, steps, sampler, eta)
+        self.with_std = samples > 1 if with_std is None else bool(with_std)
+        rs, cs, self.tiles = tile_grid(self.rows, self.cols, self.tile, self.overlap)
+        self.wy, self.wx = axis_weights(rs, self.rows), axis_weights(cs, self.cols)
+        self.nr, self.nc = len(rs), len(cs)
+        self.own_r = [a for a, _ in rs] + [self.rows]  # owner region (i, j): rows own_r[i] .. own_r[i + 1]
+        self.own_c = [a for a, _ in cs] + [self.cols]
+        self.field = NoiseField(seed, md.hsi_bands)
+        self.groups: list[list[Tile]] = []  # consecutive tiles with the same padded shape share a batch
+        for t in self.tiles:
+            if self.groups and len(self.groups[-1]) < batch and self.padded(self.groups[-1][0]) == self.padded(t):
+                self.groups[-1].append(t)
+            else:
+                self.groups.append([t])
+
+    @property
+    def evaluations(self) -> int:
+        """Network evaluations of the whole run (each tile, sample and step)."""
+        return len(self.tiles) * self.samples * len(self.plan)
+
+    def padded(self, t: Tile) -> tuple[int, int]:
+        m = self.md.spatial_multiple
+        return int(math.ceil(t.height / m) * m), int(math.ceil(t.width / m) * m)
+
+    def denoise(self, denoiser: Denoiser, source: PairSource, group: Sequence[Tile], io_binding: bool | None = None,
+                progress: StepCounter | None = None, message: str = "denoising"):
+        """``[(tile, mean (C, h, w), std or None)]`` of one group, in physical units, NaN on invalid pixels."""
+        md = self.md
+        hn, mn = md.hsi_normalization, md.msi_normalization
+        hp, wp = self.padded(group[0])
+        lr_b, msi_b, inv_b = [], [], []
+        for t in group:
+            up, msi, invalid = source.read(t.window, lr_fill=hn.offset, msi_fill=mn.offset)
+            lr_b.append(_pad_to(hn.apply(up), hp, wp))
+            msi_b.append(_pad_to(mn.apply(msi), hp, wp))
+            inv_b.append(invalid)
+        origins = [(t.row0, t.col0) for t in group]
+
+        def noise(s: int, k: int) -> np.ndarray:
+            return self.field.batch(s, k, origins, hp, wp)
+
+        res = reverse_diffusion(denoiser, np.stack(lr_b), np.stack(msi_b), self.plan, noise, self.samples, io_binding,
+                                progress, message)
+        out = []
+        for k, t in enumerate(group):
+            mean = hn.invert(res.mean[k, :, :t.height, :t.width])
+            mean[inv_b[k]] = np.nan
+            std = None
+            if self.with_std:
+                std = (np.zeros_like(mean) if res.std is None else
+                       res.std[k, :, :t.height, :t.width] * (hn.scale[:, None, None] * md.uncertainty_scale))
+                std[inv_b[k]] = np.nan
+            out.append((t, mean, std))
+        return out
+
+    def owners(self, t: Tile) -> list[tuple[int, int]]:
+        """The owner regions tile ``t`` contributes to (its own and those of the next row and column)."""
+        return [(oi, oj) for oi in (t.i, t.i + 1) for oj in (t.j, t.j + 1) if oi < self.nr and oj < self.nc
+                and max(self.own_r[oi], t.row0) < min(self.own_r[oi + 1], t.row0 + t.height)
+                and max(self.own_c[oj], t.col0) < min(self.own_c[oj + 1], t.col0 + t.width)]
+
+    def contributors(self, i: int, j: int) -> list[Tile]:
+        """The tiles that contribute to owner region ``(i, j)``, in row-major order."""
+        near = (self.tiles[oi * self.nc + oj] for oi in (i - 1, i) for oj in (j - 1, j) if oi >= 0 and oj >= 0)
+        return [t for t in near if (i, j) in self.owners(t)]
+
+    def pieces(self, t: Tile, mean: np.ndarray, std: np.ndarray | None):
+        """``{(i, j): (row0, col0, weighted mean, weighted std or None)}``: tile ``t``'s share of each owner region."""
+        w2 = (self.wy[t.i][:, None] * self.wx[t.j][None, :]).astype(np.float32)
+        out = {}
+        for oi, oj in self.owners(t):
+            r0, r1 = max(self.own_r[oi], t.row0), min(self.own_r[oi + 1], t.row0 + t.height)
+            c0, c1 = max(self.own_c[oj], t.col0), min(self.own_c[oj + 1], t.col0 + t.width)
+            sl = (slice(None), slice(r0 - t.row0, r1 - t.row0), slice(c0 - t.col0, c1 - t.col0))
+            ww = w2[sl[1:]]
+            out[oi, oj] = (r0, c0, mean[sl] * ww, None if std is None else std[sl] * ww)
+        return out
+
+    def owner_window(self, i: int, j: int) -> Window:
+        r0, c0 = self.own_r[i], self.own_c[j]
+        return Window(c0, r0, self.own_c[j + 1] - c0, self.own_r[i + 1] - r0)
+
+    def assemble(self, i: int, j: int, pieces) -> tuple[np.ndarray, np.ndarray | None]:
+        """Owner region ``(i, j)`` summed from ``pieces`` (those of :meth:`contributors`, in that order)."""
+        w = self.owner_window(i, j)
+        out = np.zeros((self.md.hsi_bands, w.height, w.width), np.float32)
+        out_s = np.zeros_like(out) if self.with_std else None
+        for pr, pc, pm, ps in pieces:
+            h, wd = pm.shape[1:]
+            out[:, pr - w.row_off:pr - w.row_off + h, pc - w.col_off:pc - w.col_off + wd] += pm
+            if out_s is not None and ps is not None:
+                out_s[:, pr - w.row_off:pr - w.row_off + h, pc - w.col_off:pc - w.col_off + wd] += ps
+        return out, out_s
+
+    def group_message(self, g: int) -> str:
+        first = sum(len(x) for x in self.groups[:g]) + 1
+        n = len(self.groups[g])
+        return f"tile {first}" + (f"-{first + n - 1}" if n > 1 else "") + f"/{len(self.tiles)}"
+
+
 def run_tiled(
     denoiser: Denoiser,
     source: PairSource,
@@ -298,106 +420,27 @@ def run_tiled(
 
     t_start = time.perf_counter()
     md: ModelMetadata = denoiser.metadata
-    m = md.spatial_multiple
     if source.hsi_bands != md.hsi_bands or source.msi_bands != md.msi_bands:
         raise ValueError(f"the model takes {md.hsi_bands} HSI and {md.msi_bands} MSI bands, the inputs have "
                          f"{source.hsi_bands} and {source.msi_bands}")
-    if batch < 1:
-        raise ValueError(f"batch must be >= 1, got {batch}")
-    tile = int(math.ceil(tile / m) * m)
-    overlap = int(overlap)
-    plan = make_plan(md, steps, sampler, eta)
-    if with_std is None:
-        with_std = samples > 1
-    rs, cs, tiles = tile_grid(source.rows, source.cols, tile, overlap)
-    wy, wx = axis_weights(rs, source.rows), axis_weights(cs, source.cols)
-    nr, nc = len(rs), len(cs)
-    # Owner regions: rows own_r[i] .. own_r[i + 1].
-    own_r = [a for a, _ in rs] + [source.rows]
-    own_c = [a for a, _ in cs] + [source.cols]
-    field_ = NoiseField(seed, md.hsi_bands)
-    hn, mn = md.hsi_normalization, md.msi_normalization
-    prog = StepCounter(len(tiles) * samples * len(plan), progress, cancel)
-    stats = TiledStats(len(tiles), nr, nc, tile, overlap, batch, len(plan), samples, 0, provider=denoiser.info.provider)
-    pending: dict[tuple[int, int], list[tuple[int, int, np.ndarray, np.ndarray | None]]] = {}
+    run = TileRun(md, source.rows, source.cols, steps, sampler, eta, seed, samples, tile, overlap, batch, with_std)
+    prog = StepCounter(run.evaluations, progress, cancel)
+    stats = TiledStats(len(run.tiles), run.nr, run.nc, run.tile, run.overlap, batch, len(run.plan), samples, 0,
+                       provider=denoiser.info.provider)
+    pending: dict[tuple[int, int], list] = {}
     pending_px = 0
-
-    def contribute(t: Tile, mean: np.ndarray, std: np.ndarray | None) -> None:
-        nonlocal pending_px
-        w2 = (wy[t.i][:, None] * wx[t.j][None, :]).astype(np.float32)
-        for oi in (t.i, t.i + 1):
-            if oi >= nr:
-                continue
-            r0, r1 = max(own_r[oi], t.row0), min(own_r[oi + 1], t.row0 + t.height)
-            if r1 <= r0:
-                continue
-            for oj in (t.j, t.j + 1):
-                if oj >= nc:
-                    continue
-                c0, c1 = max(own_c[oj], t.col0), min(own_c[oj + 1], t.col0 + t.width)
-                if c1 <= c0:
-                    continue
-                sl = (slice(None), slice(r0 - t.row0, r1 - t.row0), slice(c0 - t.col0, c1 - t.col0))
-                ww = w2[sl[1:]]
-                piece = (r0, c0, mean[sl] * ww, None if std is None else std[sl] * ww)
-                pending.setdefault((oi, oj), []).append(piece)
-                pending_px += (r1 - r0) * (c1 - c0)
-        stats.max_pending_pixels = max(stats.max_pending_pixels, pending_px)
-
-    def finalise(i: int, j: int) -> None:
-        nonlocal pending_px
-        r0, r1, c0, c1 = own_r[i], own_r[i + 1], own_c[j], own_c[j + 1]
-        out = np.zeros((md.hsi_bands, r1 - r0, c1 - c0), np.float32)
-        out_s = np.zeros_like(out) if with_std else None
-        for pr, pc, pm, ps in pending.pop((i, j)):
-            h, w = pm.shape[1:]
-            out[:, pr - r0:pr - r0 + h, pc - c0:pc - c0 + w] += pm
-            if out_s is not None and ps is not None:
-                out_s[:, pr - r0:pr - r0 + h, pc - c0:pc - c0 + w] += ps
-            pending_px -= h * w
-        sink.write(Window(c0, r0, c1 - c0, r1 - r0), out, out_s)
-
-    # Consecutive tiles with the same padded shape share a batch.
-    def padded(t: Tile) -> tuple[int, int]:
-        return int(math.ceil(t.height / m) * m), int(math.ceil(t.width / m) * m)
-
-    groups: list[list[Tile]] = []
-    for t in tiles:
-        if groups and len(groups[-1]) < batch and padded(groups[-1][0]) == padded(t):
-            groups[-1].append(t)
-        else:
-            groups.append([t])
-
     prog.report("starting")
     prog.check()
-    done_tiles = 0
-    for group in groups:
-        hp, wp = padded(group[0])
-        lr_b, msi_b, inv_b = [], [], []
-        for t in group:
-            up, msi, invalid = source.read(t.window, lr_fill=hn.offset, msi_fill=mn.offset)
-            lr_b.append(_pad_to(hn.apply(up), hp, wp))
-            msi_b.append(_pad_to(mn.apply(msi), hp, wp))
-            inv_b.append(invalid)
-        origins = [(t.row0, t.col0) for t in group]
-
-        def noise(s: int, k: int, origins=origins, hp=hp, wp=wp) -> np.ndarray:
-            return field_.batch(s, k, origins, hp, wp)
-
-        msg = f"tile {done_tiles + 1}" + (f"-{done_tiles + len(group)}" if len(group) > 1 else "") + f"/{len(tiles)}"
-        res = reverse_diffusion(denoiser, np.stack(lr_b), np.stack(msi_b), plan, noise, samples, io_binding, prog, msg)
-        stats.evaluations += len(plan) * samples * len(group)
-        for k, t in enumerate(group):
-            mean = hn.invert(res.mean[k, :, :t.height, :t.width])
-            mean[inv_b[k]] = np.nan
-            std = None
-            if with_std:
-                std = (np.zeros_like(mean) if res.std is None else
-                       res.std[k, :, :t.height, :t.width] * (hn.scale[:, None, None] * md.uncertainty_scale))
-                std[inv_b[k]] = np.nan
-            contribute(t, mean, std)
-            finalise(t.i, t.j)
-        done_tiles += len(group)
+    for g, group in enumerate(run.groups):
+        for t, mean, std in run.denoise(denoiser, source, group, io_binding, prog, run.group_message(g)):
+            for owner, piece in run.pieces(t, mean, std).items():
+                pending.setdefault(owner, []).append(piece)
+                pending_px += piece[2].shape[1] * piece[2].shape[2]
+            stats.max_pending_pixels = max(stats.max_pending_pixels, pending_px)
+            own = pending.pop((t.i, t.j))  # every contributor of the tile's own region is done
+            pending_px -= sum(p[2].shape[1] * p[2].shape[2] for p in own)
+            sink.write(run.owner_window(t.i, t.j), *run.assemble(t.i, t.j, own))
+        stats.evaluations += len(run.plan) * samples * len(group)
     prog.report("done")
     if pending:
         raise AssertionError(f"tiles left unwritten: {sorted(pending)}")

@@ -202,3 +202,120 @@ def test_cli_module_runs_and_resumes(scenes, tmp_path):
         _same_file(tmp_path / "out" / f"sr{i}.tif", scenes["refs"][i])
     r = subprocess.run(cmd + ["-q"], capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
     assert r.returncode == 0 and "0 done, 2 skipped" in r.stdout, r.stderr
+
+
+# ---------------------------------------------------------------------- one scene split into tile work units
+
+SPLIT_KW = dict(KW, samples=2)
+
+
+@pytest.fixture(scope="module")
+def split_scene(scenes, tmp_path_factory):
+    """A model on the MTF-GLP-HS base (fitted once on the client) and single-process references with uncertainty."""
+    from core.normalization import BandNormalization
+
+    root = tmp_path_factory.mktemp("split")
+    p = scenes["pairs"][1]
+    hn = BandNormalization.fit(np.nan_to_num(p["lr_array"], nan=0.0))
+    mn = BandNormalization.fit(np.nan_to_num(p["msi_array"]))
+    md = make_metadata(C, M, scale=S, hsi_normalization=hn, msi_normalization=mn, wavelengths_nm=p["meta"].wavelengths,
+                       msi_band_names=[f"MSI {i + 1}" for i in range(M)], base="mtf_glp_hs")
+    model = contract_model(root / "glp.onnx", md)
+    ref, ref_std = root / "ref.tif", root / "ref_std.tif"
+    superresolve(p["lr"], p["msi"], model, ref, threads=1, uncertainty_path=ref_std, **SPLIT_KW)
+    return {"pair": p, "model": model, "ref": ref, "ref_std": ref_std}
+
+
+def test_one_scene_as_tile_units_on_two_workers_is_bit_identical(split_scene, client, tmp_path):
+    p = split_scene["pair"]
+    lines = []
+    pair = Pair(str(p["lr"]), str(p["msi"]), str(tmp_path / "sr.tif"))
+    res = run_batch([pair], model=split_scene["model"], scheduler=client, uncertainty=True, log=lines.append, **SPLIT_KW)
+    assert res.ok and len(res.done) == 1, res.summary()
+    assert any(m.startswith(f"batch: {pair.out}: ") and m.endswith("work units") for m in lines), lines  # auto: 1 scene < 2 workers
+    assert any("tile units, about" in m for m in lines) and "1/1 scenes finished" in lines[-1]
+    assert len(res.scenes[0].worker.split(", ")) == 2  # both workers computed tiles
+    _same_file(tmp_path / "sr.tif", split_scene["ref"])
+    _same_file(tmp_path / "sr_std.tif", split_scene["ref_std"])
+    assert sorted(q.name for q in tmp_path.iterdir()) == ["sr.tif", "sr_std.tif"]  # the tile parts are gone
+
+
+class KillInTiles(distributed.WorkerPlugin):
+    """Kills the worker process in the first tile task it is given (once in the whole cluster)."""
+
+    name = "kill-in-tiles"
+
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def setup(self, worker):
+        import export.batch as batch
+
+        inner, marker = batch._run_group, self.marker
+
+        def run_group(*args):
+            try:
+                fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                return inner(*args)
+            os.write(fd, str(args[-1]).encode())
+            os.close(fd)
+            os._exit(1)
+
+        batch._run_group = run_group
+
+
+def test_killed_worker_in_a_tile_unit_is_retried(split_scene, client, tmp_path):
+    marker = tmp_path / "killed"
+    client.register_plugin(KillInTiles(str(marker)))
+    out = tmp_path / "out"
+    out.mkdir()
+    try:
+        pair = Pair(str(split_scene["pair"]["lr"]), str(split_scene["pair"]["msi"]), str(out / "sr.tif"))
+        res = run_batch([pair], model=split_scene["model"], scheduler=client, uncertainty=True, log=None, units="tiles",
+                        **SPLIT_KW)
+    finally:
+        client.unregister_worker_plugin(KillInTiles.name)
+    assert marker.exists() and res.ok, res.summary()
+    assert res.scenes[0].attempts == 2 and res.retried
+    _same_file(out / "sr.tif", split_scene["ref"])
+    _same_file(out / "sr_std.tif", split_scene["ref_std"])
+    assert sorted(q.name for q in out.iterdir()) == ["sr.tif", "sr_std.tif"]
+
+
+class FailTiles(distributed.WorkerPlugin):
+    """Every tile task raises."""
+
+    name = "fail-tiles"
+
+    def setup(self, worker):
+        import export.batch as batch
+
+        def run_group(*args):
+            raise RuntimeError(f"tile group {args[-1]} broke")
+
+        batch._run_group = run_group
+
+    def teardown(self, worker):
+        import importlib
+
+        import export.batch as batch
+
+        importlib.reload(batch)
+
+
+def test_a_failed_tile_unit_fails_its_scene_and_leaves_nothing(split_scene, client, tmp_path):
+    pair = Pair(str(split_scene["pair"]["lr"]), str(split_scene["pair"]["msi"]), str(tmp_path / "sr.tif"))
+    bad = tmp_path / "other.onnx"  # a model whose band count does not fit: refused on the client, nothing submitted
+    contract_model(bad, make_metadata(C + 1, M, scale=S))
+    res = run_batch([pair], model=bad, scheduler=client, log=None, units="tiles", **KW)
+    assert not res.ok and res.scenes[0].status == "failed" and res.scenes[0].attempts == 0
+    client.register_plugin(FailTiles())
+    try:
+        res = run_batch([pair], model=split_scene["model"], scheduler=client, log=None, units="tiles", **KW)
+    finally:
+        client.unregister_worker_plugin(FailTiles.name)
+    s = res.scenes[0]
+    assert s.status == "failed" and s.attempts == 2 and "broke" in s.error, res.summary()
+    assert any(line.startswith("FAILED") and "broke" in line for line in res.summary())
+    assert sorted(q.name for q in tmp_path.iterdir()) == ["other.onnx"]  # no output, no parts, no lock

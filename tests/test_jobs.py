@@ -137,7 +137,7 @@ def test_global_classical_method_is_refused_up_front_when_it_cannot_fit(nodata_p
     from core.jobs import classical
     from core.jobs.classical import fuse_classical_files
 
-    monkeypatch.setattr(classical, "_available", lambda: 1_000_000)
+    monkeypatch.setattr(classical, "available_memory", lambda: 1_000_000)
     with pytest.raises(ValueError, match=r"GSA holds the whole common area in memory: about 0\.\d GB .* 0\.0 GB are available"):
         fuse_classical_files("gsa", nodata_pair["lr"], nodata_pair["msi"], tmp_path / "g.tif")
     assert list(tmp_path.iterdir()) == []

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -40,7 +42,7 @@ class Recorder(QgsProcessingFeedback):
 
     def __init__(self):
         super().__init__()
-        self.values, self.texts, self.infos = [], [], []
+        self.values, self.texts, self.infos, self.warnings = [], [], [], []
 
     def setProgress(self, progress):  # noqa: N802 (QGIS API name)
         super().setProgress(progress)
@@ -53,6 +55,10 @@ class Recorder(QgsProcessingFeedback):
     def pushInfo(self, info):  # noqa: N802 (QGIS API name)
         super().pushInfo(info)
         self.infos.append(info)
+
+    def pushWarning(self, warning):  # noqa: N802 (QGIS API name)
+        super().pushWarning(warning)
+        self.warnings.append(warning)
 
 
 def test_superresolve_with_bundled_model(qgis_app, pairs):
@@ -165,3 +171,28 @@ def test_train_then_superresolve(qgis_app, shared_data, tmp_path):
     assert not (tmp_path / "m2.onnx").exists() and (tmp_path / "ckpt2" / "latest").exists()
     with pytest.raises(QgsProcessingException, match="needs the multispectral sensor"):
         run("train", dict(params, SENSOR=None, MODEL=str(tmp_path / "m3.onnx")))
+
+
+def test_no_bundled_model_fits_so_one_is_trained_on_the_pair(qgis_app, tmp_path, shared_data):
+    pytest.importorskip("torch")
+    from export.testing import make_enmap_pair
+
+    p = make_enmap_pair(tmp_path, shared_data, bands=list(range(0, 224, 10)) + [130], scale=2, msi_bands=4,
+                        lr_nodata_pixel=None, msi_nodata_box=None)  # 24 bands at scale 2: no bundled model
+    base = {"LR_HSI": str(p["lr"]), "HR_MSI": str(p["msi"]), "OUTPUT": str(tmp_path / "sr.tif")}
+    with pytest.raises(QgsProcessingException, match=r"(?s)no bundled model.*ADAPT_SECONDS"):
+        run("superresolve", base)
+    fb = Recorder()
+    res = run("superresolve", base | {"ADAPT_SECONDS": 25, "STEPS": 1, "ADAPTED_MODEL": str(tmp_path / "pair.onnx")},
+              feedback=fb)
+    assert any("training a model on this pair for 25 s" in w for w in fb.warnings)
+    assert fb.values == sorted(fb.values) and fb.values[-1] == 100
+    out, _ = read_raster(res["OUTPUT"])
+    assert out.shape[0] == 24 and np.isfinite(out).any()
+    if any("did not beat its MTF-GLP-HS base" in w for w in fb.warnings):  # the pair's validation said so: the base
+        assert "ADAPTED_MODEL" not in res and not (tmp_path / "pair.onnx").exists()
+        assert read_meta(res["OUTPUT"]).geotransform == read_meta(p["msi"]).geotransform
+    else:
+        assert any(i.startswith("model trained on the pair pair_model.onnx") for i in fb.infos)
+        assert res["ADAPTED_MODEL"] == str(tmp_path / "pair.onnx") and (tmp_path / "pair.onnx").exists()
+    assert not list(Path(tempfile.gettempdir()).glob("hsr_diff_pair_model_*"))  # the training folder is gone

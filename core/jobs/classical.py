@@ -16,7 +16,7 @@ from ..raster_io import RasterReader, RasterWriter, Window, bands_with_data, bou
 from ..sensor import gaussian_psf
 from .common import DEGRADATIONS, estimate_degradation, hr_valid_mask, response_for
 
-__all__ = ["ClassicalResult", "fuse_classical_files", "METHODS", "STREAMED", "memory_needed"]
+__all__ = ["ClassicalResult", "fuse_classical_files", "METHODS", "STREAMED", "memory_needed", "available_memory"]
 
 METHODS = tuple(BASELINES)
 STREAMED = ("bicubic", "mtf_glp_hs")
@@ -82,7 +82,7 @@ def fuse_classical_files(
         prog.report(1.0, "done")
         return ClassicalResult(str(out_path), method, geo.scale, shape, time.perf_counter() - t0, notes)
     lm = read_meta(lr_path)
-    need, avail = memory_needed(method, int(lm.good_bands.sum()), geo.msi_window.height, geo.msi_window.width), _available()
+    need, avail = memory_needed(method, int(lm.good_bands.sum()), geo.msi_window.height, geo.msi_window.width), available_memory()
     if avail is not None and need > avail:
         raise ValueError(f"{method.upper()} holds the whole common area in memory: about {need / 1e9:.1f} GB for "
                          f"{int(lm.good_bands.sum())} bands x {geo.msi_window.width} x {geo.msi_window.height} px, but "
@@ -143,7 +143,7 @@ def memory_needed(method: str, bands: int, rows: int, cols: int) -> int:
     return 0 if method in STREAMED else int(CUBES.get(method, 5.0) * bands * rows * cols * 4)
 
 
-def _available() -> int | None:
+def available_memory() -> int | None:
     """Bytes of memory available to this process now (``MemAvailable``), None where unknown."""
     try:
         with open("/proc/meminfo") as f:

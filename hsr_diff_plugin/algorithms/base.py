@@ -39,6 +39,13 @@ OUTPUT_TYPE_OPTIONS = [
 ]
 """The ``OUTPUT_TYPE`` parameter's choices, in the order of ``core.raster_io.OUTPUT_TYPES``."""
 
+CHECK_OPTIONS = [
+    ("best", tr("Check against MTF-GLP-HS, GSA and CNMF on the pair and write the best")),
+    ("report", tr("Check and report only (always write the model's result)")),
+    ("off", tr("Off")),
+]
+"""The ``CHECK`` parameter's choices, in the order of ``export.defaults.CHECKS``."""
+
 CUMULATIVE_CUT = (0.02, 0.98)
 """The stretch of a loaded result: each band from its 2 % to its 98 % cumulative count (estimated on a sample)."""
 

@@ -4,13 +4,14 @@ from qgis.core import (
     QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
     QgsProcessingParameterFile,
+    QgsProcessingParameterFileDestination,
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterDestination,
     QgsProcessingParameterRasterLayer,
 )
 
 from ..dependencies import require
-from .base import DEGRADATION_OPTIONS, OUTPUT_TYPE_OPTIONS, HsrDiffAlgorithm
+from .base import CHECK_OPTIONS, DEGRADATION_OPTIONS, OUTPUT_TYPE_OPTIONS, HsrDiffAlgorithm
 
 SAMPLERS = ["ddim", "ancestral"]
 DEVICES = ["auto", "cpu", "cuda"]
@@ -52,6 +53,21 @@ class SuperResolveAlgorithm(HsrDiffAlgorithm):
         "MSI and its PSF width, and matches the conditioning base to them (offsets under 0.1 HR px and widths within "
         "5 % count as the model's own; an implausible estimate falls back with a warning); <i>nominal</i> keeps the "
         "model's PSF. The log and the output's metadata say what was used.<br>"
+        "<b>Check against classical methods</b> (default: on): before the output is written, the model and "
+        "MTF-GLP-HS, GSA and CNMF fuse a crop of the pair degraded by the scale (Wald's protocol), and each result is "
+        "compared with the LR-HSI it must give back (PSNR and SAM); their consistency with both inputs at full scale is "
+        "reported too. The table is in the log. The model's result is written unless a classical method beats it on "
+        "both PSNR and SAM; then that method's fusion of the whole pair is written instead (same grid, bands and "
+        "units; the uncertainty raster is nodata), the log says which won and by how much, and the layer is named "
+        "after it. <i>Report only</i> writes the model's result whatever the check finds. A pair smaller than 8 x "
+        "scale LR pixels a side, or without a crop free of nodata, is not checked (a warning says so).<br>"
+        "<b>Adaptation time</b> (seconds, default 0 = off; needs torch): before sampling, the model is fine-tuned on "
+        "this pair itself for that long (Wald's protocol: the pair degraded by the scale is the input, the LR-HSI the "
+        "target; plus the consistency of the full-scale result with both layers), on the CPU or the GPU, away from "
+        "the crop the check scores. The check then compares the adapted model, the model as it was and the classical "
+        "methods, and writes the best. <b>Adapted model</b> (optional) keeps the adapted .onnx for later runs (written "
+        "only when the run succeeds). A pair under 16 x 16 LR px is refused; a budget too short for one training step "
+        "keeps the model as it was, with a warning.<br>"
         "<b>Sampler</b>: DDIM (deterministic with eta 0; default 2 steps: on the held-out crops every bundled model "
         "is within 0.05 dB of its best PSNR at 2 steps and more steps only cost time, bench/results/diffusion.md) or "
         "the paper's ancestral sampler (at most 100 steps). <b>Samples</b> &gt; 1 averages several seeded samples "
@@ -99,30 +115,96 @@ class SuperResolveAlgorithm(HsrDiffAlgorithm):
                                            d.DEFAULT_ETA, minValue=0.0, maxValue=1.0)
         eta.setFlags(eta.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
         self.addParameter(eta)
+        self.addParameter(QgsProcessingParameterEnum(
+            "CHECK", tr("Check against classical methods (Wald's protocol on the pair)"), options=[c[1] for c in CHECK_OPTIONS],
+            defaultValue=[c[0] for c in CHECK_OPTIONS].index(d.DEFAULT_CHECK)))
         out_type = QgsProcessingParameterEnum("OUTPUT_TYPE", tr("Output data type"), options=[o[1] for o in OUTPUT_TYPE_OPTIONS],
                                               defaultValue=[o[0] for o in OUTPUT_TYPE_OPTIONS].index(d.DEFAULT_OUTPUT_TYPE))
         out_type.setFlags(out_type.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
         self.addParameter(out_type)
+        self.addParameter(QgsProcessingParameterNumber("ADAPT_SECONDS", tr("Adaptation to this pair (seconds of fine-tuning; "
+                                                       "0 = off, needs torch)"), QgsProcessingParameterNumber.Double, 0.0,
+                                                       minValue=0.0, maxValue=86400.0))
         self.addParameter(QgsProcessingParameterRasterDestination("OUTPUT", tr("Super-resolved HR-HSI")))
         self.addParameter(QgsProcessingParameterRasterDestination("UNCERTAINTY", tr("Uncertainty (per-pixel std of the samples)"),
                                                                   optional=True, createByDefault=False))
+        self.addParameter(QgsProcessingParameterFileDestination("ADAPTED_MODEL", tr("Adapted model (.onnx)"),
+                                                                fileFilter="ONNX model (*.onnx)", optional=True,
+                                                                createByDefault=False))
+
+    def train_on_pair(self, lr, msi, lr_name, msi_name, seconds, feedback):
+        """A small model trained from scratch on the pair for ``seconds`` (:func:`core.jobs.train.train_files`,
+        self-supervised, a residual on MTF-GLP-HS), in a temporary folder kept for the run; ``(path, metadata,
+        whether a validated checkpoint beat the MTF-GLP-HS base on the pair's held-out square)``."""
+        import shutil
+        import tempfile
+
+        from export.adapt import train_on_pair
+        from export.metadata import read_metadata
+
+        folder = tempfile.mkdtemp(prefix="hsr_diff_pair_model_")
+        try:
+            path, beat = train_on_pair(lr, msi, seconds, folder, lr_name, msi_name, self.progress(feedback).sub(0.0, 0.6),
+                                       feedback.pushInfo)
+            return path, read_metadata(path), beat
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+
+    def write_base(self, parameters, context, feedback, lr, msi, lr_name, msi_name, model):
+        """MTF-GLP-HS of the pair as the output, for a model trained on the pair that did not beat it."""
+        import shutil
+
+        from core.jobs.classical import fuse_classical_files
+
+        shutil.rmtree(model.parent, ignore_errors=True)
+        feedback.pushWarning("the model trained on this pair did not beat its MTF-GLP-HS base on the pair's held-out "
+                             "square (PSNR and SAM); MTF-GLP-HS is written instead. A longer adaptation time may do better.")
+        out = self.parameterAsOutputLayer(parameters, "OUTPUT", context)
+        res = fuse_classical_files("mtf_glp_hs", lr, msi, out, lr_name=lr_name, msi_name=msi_name,
+                                   progress=self.progress(feedback).sub(0.6, 1.0),
+                                   output_type=OUTPUT_TYPE_OPTIONS[self.parameterAsEnum(parameters, "OUTPUT_TYPE", context)][0])
+        for note in res.notes:
+            feedback.pushWarning(note)
+        self.load_as(context, out, f"{lr_name} MTF-GLP-HS x{res.scale} (the pair's model did not beat it)")
+        return {"OUTPUT": out}
 
     def execute(self, parameters, context, feedback):
         require("numpy", "osgeo.gdal", "onnxruntime", purpose="Super-resolution")
-        from export.bundled import choose_model
+        adapt = self.parameterAsDouble(parameters, "ADAPT_SECONDS", context)
+        if adapt > 0:
+            require("torch", "onnx", purpose="Adapting the model to the pair")
+        from export.bundled import NoModelFits, choose_model
         from export.superresolve import superresolve
 
         lr, lr_name = self.layer_path(parameters, "LR_HSI", context)
         msi, msi_name = self.layer_path(parameters, "HR_MSI", context)
         given = self.parameterAsFile(parameters, "MODEL", context) or None
         # Checks the model against the layers (or picks the bundled one that fits) before any work.
-        model, md = choose_model(lr, msi, given, lr_name=lr_name, msi_name=msi_name)
-        feedback.pushInfo(f"{'model' if given else 'bundled model'} {model.name}: {md.describe()}")
+        trained = None
+        try:
+            model, md = choose_model(lr, msi, given, lr_name=lr_name, msi_name=msi_name)
+        except NoModelFits as exc:
+            if given or adapt <= 0:
+                raise NoModelFits(f"{exc}. Set 'Adaptation to this pair' (ADAPT_SECONDS, e.g. 600) to train a model on "
+                                  "this pair itself instead") from None
+            feedback.pushWarning(f"{exc}; training a model on this pair for {adapt:g} s instead (Wald's protocol)")
+            model, md, beat_base = self.train_on_pair(lr, msi, lr_name, msi_name, adapt, feedback)
+            trained = model
+            if not beat_base:  # the pair's own validation says the model is worse than its base: write the base
+                return self.write_base(parameters, context, feedback, lr, msi, lr_name, msi_name, model)
+        kind = "model trained on the pair" if trained is not None else "model" if given else "bundled model"
+        feedback.pushInfo(f"{kind} {model.name}: {md.describe()}")
         if md.base != "bicubic":
             require("scipy", purpose=f"This model (a residual on the {md.base} fusion)")
         out = self.parameterAsOutputLayer(parameters, "OUTPUT", context)
         unc = self.parameterAsOutputLayer(parameters, "UNCERTAINTY", context) if parameters.get("UNCERTAINTY") else None
-        prog = self.progress(feedback)
+        adapted = self.parameterAsFileOutput(parameters, "ADAPTED_MODEL", context) if parameters.get("ADAPTED_MODEL") else None
+        if adapted and adapt <= 0:
+            raise ValueError(self.tr("An adapted model is written only with an adaptation time above 0 s"))
+        if trained is not None:  # trained on the pair already: nothing left to adapt; kept as the adapted model
+            adapt = 0.0
+        prog = self.progress(feedback) if trained is None else self.progress(feedback).sub(0.6, 1.0)
         with self.log_to(feedback):
             res = superresolve(
                 lr, msi, model, out,
@@ -138,15 +220,28 @@ class SuperResolveAlgorithm(HsrDiffAlgorithm):
                 lr_name=lr_name, msi_name=msi_name,
                 degradation=DEGRADATION_OPTIONS[self.parameterAsEnum(parameters, "DEGRADATION", context)][0],
                 output_type=OUTPUT_TYPE_OPTIONS[self.parameterAsEnum(parameters, "OUTPUT_TYPE", context)][0],
+                check=CHECK_OPTIONS[self.parameterAsEnum(parameters, "CHECK", context)][0],
+                adapt_seconds=adapt, adapted_model_path=adapted if trained is None else None,
             )
+        if trained is not None:
+            import shutil
+
+            if adapted:
+                shutil.copyfile(trained, adapted)
+                res.adapted_model = adapted
+            shutil.rmtree(trained.parent, ignore_errors=True)
         for note in res.notes:
             feedback.pushWarning(note)
         feedback.pushInfo(f"{res.bands} bands, {res.cols} x {res.rows} px (scale {res.scale}), {res.tiles} tile(s), "
                           f"{res.steps} {res.sampler} steps x {res.samples} sample(s) in {res.seconds:.1f} s on {res.provider_info}")
-        name = f"{lr_name} HSR-Diff x{res.scale}"
+        name = f"{lr_name} HSR-Diff x{res.scale}" if res.method == "model" else \
+            f"{lr_name} HSR-Diff x{res.scale} (adapted)" if res.method == "adapted" else \
+            f"{lr_name} {res.method.upper().replace('_', '-')} x{res.scale} (chosen by the check)"
         self.load_as(context, out, name)
         outputs = {"OUTPUT": out}
         if unc:
             self.load_as(context, unc, self.tr("{name} uncertainty").format(name=name))
             outputs["UNCERTAINTY"] = unc
+        if res.adapted_model:
+            outputs["ADAPTED_MODEL"] = res.adapted_model
         return outputs

@@ -1,0 +1,161 @@
+"""The Super-resolve safeguard: score the model against classical methods on the user's pair, write the best.
+
+:func:`check_scene` runs :func:`core.referee.score_candidates` on a crop of an opened scene
+(:class:`export.superresolve.Scene`) with the model (the scene's sampler settings, one sample) and
+MTF-GLP-HS, GSA and CNMF, all given the degradation the run uses (the estimated PSF and offset,
+or the model's nominal one) and a spectral response estimated on the crop (NNLS). GSA and CNMF
+hold the whole area in memory, so they compete only when the scene fits (:func:`core.jobs.classical.memory_needed`
+against half of the memory available). :func:`write_classical` writes a classical winner over the
+whole scene through the scene's sink (MTF-GLP-HS window by window), so the output has the same
+grid, bands, units and nodata as the model's.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from core.baselines import BASELINES
+from core.jobs.classical import STREAMED, available_memory, memory_needed
+from core.jobs.common import hr_valid_mask
+from core.raster_io import Window
+from core.referee import CHECK_LR, Verdict, find_crop, score_candidates
+from core.sensor import as_psf, estimate_srf
+
+from . import defaults as dflt
+from .tiling import ArrayPairSource, ArraySink, run_tiled, with_conditioning
+
+__all__ = ["CLASSICAL", "check_scene", "filled", "pair_srf", "pick_crop", "scene_psf", "write_classical"]
+
+log = logging.getLogger("hsr_diff.export")
+
+CLASSICAL = ("mtf_glp_hs", "gsa", "cnmf")
+"""The classical methods the model is checked against."""
+WINDOW = 512  # HR pixels a side of the windows a streamed classical winner is written in
+
+
+def scene_psf(scene) -> np.ndarray:
+    """The PSF kernel the run uses: the estimate's, else the model's nominal one."""
+    reg, s = scene.setup.registration, scene.geom.scale
+    return reg.psf(s) if reg is not None else as_psf(scene.md.psf_sigma, s)
+
+
+def filled(read, dead: np.ndarray | None):
+    """``read`` with the bands in ``dead`` (no valid pixel anywhere) set to 0 instead of NaN."""
+    if dead is None or not dead.any():
+        return read
+
+    def out(*window):
+        a = np.array(read(*window), np.float32)
+        a[dead] = 0.0
+        return a
+
+    return out
+
+
+def pair_srf(scene, lr: np.ndarray, msi: np.ndarray) -> np.ndarray:
+    """The spectral response ``(M, C)`` (MSI units per HSI unit) of a crop of ``scene``, NNLS through the run's PSF;
+    zero for bands with no data."""
+    good_lr, good_msi = ~scene.setup.dead_lr, ~scene.setup.dead_msi
+    srf = np.zeros((msi.shape[0], lr.shape[0]))
+    srf[np.ix_(good_msi, good_lr)] = estimate_srf(lr[good_lr], msi[good_msi], scene.geom.scale, scene_psf(scene))[0]
+    return srf
+
+
+def pick_crop(scene, size: int = CHECK_LR):
+    """The check's crop of ``scene``: ``(row0, col0, lr, msi)`` in the model's bands and units (bands with no
+    data filled with 0), or a string saying why there is none (:func:`core.referee.find_crop`)."""
+    pair = scene.pair
+    return find_crop(filled(pair.read_lr_block, scene.setup.dead_lr), filled(pair.read_msi_block, scene.setup.dead_msi),
+                     pair.lr_shape, scene.geom.scale, size)
+
+
+def check_scene(scene, denoisers, steps: int = dflt.DEFAULT_STEPS, sampler: str = dflt.DEFAULT_SAMPLER,
+                eta: float = dflt.DEFAULT_ETA, seed: int = dflt.DEFAULT_SEED, progress=None, crop=None) -> Verdict | None:
+    """Score the models and :data:`CLASSICAL` on a crop of ``scene``; None (with a note saying why) when the pair
+    is too small for the check or has no crop free of nodata.
+
+    ``denoisers``: a :class:`~export.sampler.Denoiser` (the candidate ``model``) or ``{name: Denoiser}``, the
+    first the incumbent (:func:`core.referee.choose`); ``crop``: a :func:`pick_crop` result (default: picked here).
+    """
+    md, s = scene.md, scene.geom.scale
+    dead_lr, dead_msi = scene.setup.dead_lr, scene.setup.dead_msi
+    got = pick_crop(scene) if crop is None else crop
+    if isinstance(got, str):
+        scene.notes.append(f"the check against classical methods was skipped: {got}; the model's result is written")
+        log.warning(scene.notes[-1])
+        return None
+    r0, c0, lr, msi = got
+    psf = scene_psf(scene)
+    good_lr, good_msi = ~dead_lr, ~dead_msi
+    srf = pair_srf(scene, lr, msi)
+
+    def model(den):
+        def fuse(lr_a: np.ndarray, msi_a: np.ndarray) -> np.ndarray:
+            src = with_conditioning(ArrayPairSource(lr_a, msi_a, s), md, psf=psf)
+            sink = ArraySink(md.hsi_bands, src.rows, src.cols, False)
+            run_tiled(den, src, sink, steps=steps, sampler=sampler, eta=eta, seed=seed, samples=1)
+            return sink.mean
+
+        return fuse
+
+    def classical(name: str):
+        def fuse(lr_a: np.ndarray, msi_a: np.ndarray) -> np.ndarray:
+            return BASELINES[name](lr_a, msi_a, s, srf=srf, psf=psf)
+
+        return fuse
+
+    models = denoisers if isinstance(denoisers, dict) else {"model": denoisers}
+    fusers = {name: model(den) for name, den in models.items()}
+    rows, cols = scene.pair.rows, scene.pair.cols
+    avail = available_memory()
+    for name in CLASSICAL:
+        need = memory_needed(name, md.hsi_bands, rows, cols)
+        if name not in STREAMED and avail is not None and need > avail / 2:
+            scene.notes.append(f"{name.upper()} was left out of the check: it holds the whole area in memory (about "
+                               f"{need / 1e9:.1f} GB, {avail / 1e9:.1f} GB available)")
+            log.info(scene.notes[-1])
+            continue
+        fusers[name] = classical(name)
+    return score_candidates(lr, msi, s, psf, srf, fusers, (r0, c0), progress, bands=good_lr, msi_bands=good_msi)
+
+
+def write_classical(scene, method: str, sink, srf: np.ndarray, with_std: bool, progress=None) -> None:
+    """Write ``method``'s fusion of the whole scene through ``sink`` (NaN std with ``with_std``: a classical
+    method has no sampling spread)."""
+    from core.conditioning import streamed_base
+
+    pair, s, md = scene.pair, scene.geom.scale, scene.md
+    dead_lr, dead_msi = scene.setup.dead_lr, scene.setup.dead_msi
+    psf = scene_psf(scene)
+    rows, cols = pair.rows, pair.cols
+
+    def put(window: Window, fused: np.ndarray, valid: np.ndarray) -> None:
+        fused = np.where(valid[None], fused, np.nan).astype(np.float32)
+        fused[dead_lr] = np.nan
+        sink.write(window, fused, np.full_like(fused, np.nan) if with_std else None)
+
+    if method == "mtf_glp_hs":
+        stream = getattr(scene.source, "stream", None)
+        if stream is None:
+            stream = streamed_base(method, pair.read_lr_block, pair.read_msi_block, pair.lr_shape, s, psf, dead_lr, dead_msi)
+        windows = [(r, c) for r in range(0, rows, WINDOW) for c in range(0, cols, WINDOW)]
+        for k, (r, c) in enumerate(windows):
+            h, w = min(WINDOW, rows - r), min(WINDOW, cols - c)
+            fused, valid = stream.window(r, c, h, w, True)
+            put(Window(c, r, w, h), fused, valid)
+            if progress is not None:
+                progress((k + 1) / len(windows), f"{method}: window {k + 1}/{len(windows)}")
+        return
+    lr = np.asarray(pair.read_lr_block(0, 0, *pair.lr_shape), np.float32)
+    msi = np.asarray(pair.read_msi_block(0, 0, rows, cols), np.float32)
+    gl, gm = ~dead_lr, ~dead_msi
+    valid = hr_valid_mask(lr[gl], msi[gm], s)
+    if progress is not None:
+        progress(0.0, f"fusing the whole area with {method}")
+    out = np.zeros((md.hsi_bands, rows, cols), np.float32)
+    out[gl] = BASELINES[method](lr[gl], msi[gm], s, srf=srf[np.ix_(gm, gl)], psf=psf, valid=valid)
+    put(Window(0, 0, cols, rows), out, valid)
+    if progress is not None:
+        progress(1.0, f"{method}: done")
