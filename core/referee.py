@@ -7,8 +7,9 @@ one scale down; scale invariance is the protocol's assumption. *Consistency*: ea
 full-scale result, brought back through the PSF, must give the LR-HSI (spatial PSNR) and, through
 the spectral response, the HR-MSI (spectral PSNR). Both are computed on one crop with no nodata
 (:func:`find_crop`: :data:`CHECK_LR` LR pixels a side, the consistency on its central
-:data:`CONSISTENCY_LR`), so the check costs the same at any scene size; a pair too small for the
-degraded pair to hold :data:`MIN_REDUCED_LR` LR pixels a side is not judged.
+:data:`CONSISTENCY_LR`), so the check costs the same at any scene size; for a pair too small for the
+degraded pair to hold :data:`MIN_REDUCED_LR` LR pixels a side the caller may ask for
+:data:`SMALL_REDUCED_LR` (``find_crop(min_reduced=)``), which still catches large losses.
 
 The choice (:class:`Verdict`) keeps the *incumbent* (the first candidate: the model) unless
 another candidate beats it on both Wald PSNR (by more than :data:`TIE_DB`) and Wald SAM; among those
@@ -33,12 +34,15 @@ import numpy as np
 from . import metrics
 from .sensor.degrade import degrade_spatial, degrade_spectral
 
-__all__ = ["CHECK_LR", "TIE_DB", "Score", "Verdict", "choose", "find_crop", "score_candidates"]
+__all__ = ["CHECK_LR", "MIN_REDUCED_LR", "SMALL_REDUCED_LR", "TIE_DB", "Score", "Verdict", "choose", "find_crop", "score_candidates"]
 
 CHECK_LR = 48
 """LR pixels a side of the crop the check scores (at least :data:`MIN_REDUCED_LR` x scale; a multiple of the scale)."""
 MIN_REDUCED_LR = 8
 """The fewest LR pixels a side of the degraded pair Wald's protocol is trusted on (the crop is that x scale)."""
+SMALL_REDUCED_LR = 4
+"""A smaller pair is checked on a degraded pair of this many LR pixels a side (less reliable, and said so):
+enough to catch a result several dB worse than a classical method."""
 CONSISTENCY_LR = 24
 """LR pixels a side of the central part of the crop the full-scale consistency is computed on."""
 TIE_DB = 0.05
@@ -88,21 +92,22 @@ class Verdict:
         s, o = self.score(name or self.winner), self.best_other(name)
         return (math.nan, math.nan) if o is None else (s.wald_psnr - o.wald_psnr, o.wald_sam - s.wald_sam)
 
-    def table(self) -> list[str]:
-        """The scores as text lines for a log, the winner marked."""
+    def table(self, seconds: bool = True) -> list[str]:
+        """The scores as text lines for a log, the winner marked; ``seconds=False`` leaves out the timings (for
+        metadata that must be the same on every run)."""
         r0, c0, n_r, n_c = self.crop
         lines = [f"Wald's protocol check on {n_r} x {n_c} LR px at LR ({r0}, {c0}): fused from the pair degraded by the "
                  "scale vs the LR-HSI; consistency of the full-scale result with the LR-HSI (spatial) and the HR-MSI "
                  "(spectral)",
-                 f"  {'candidate':<12} {'Wald PSNR dB':>12} {'Wald SAM deg':>12} {'spatial dB':>10} {'spectral dB':>11} "
-                 f"{'s':>6}"]
+                 f"  {'candidate':<12} {'Wald PSNR dB':>12} {'Wald SAM deg':>12} {'spatial dB':>10} {'spectral dB':>11}"
+                 + (f" {'s':>6}" if seconds else "")]
         for s in _ranked(self.scores) + [s for s in self.scores if not s.ok]:
             mark = " <- chosen" if s.name == self.winner else ""
             if not s.ok:
                 lines.append(f"  {s.name:<12} failed: {s.error}")
                 continue
-            lines.append(f"  {s.name:<12} {s.wald_psnr:12.2f} {s.wald_sam:12.3f} {s.spatial_psnr:10.2f} {s.spectral_psnr:11.2f} "
-                         f"{s.seconds:6.1f}{mark}")
+            lines.append(f"  {s.name:<12} {s.wald_psnr:12.2f} {s.wald_sam:12.3f} {s.spatial_psnr:10.2f} {s.spectral_psnr:11.2f}"
+                         + (f" {s.seconds:6.1f}" if seconds else "") + mark)
         return lines
 
 
@@ -118,21 +123,21 @@ def _ranked(scores: list[Score]) -> list[Score]:
 
 
 def find_crop(read_lr: Callable[[int, int, int, int], np.ndarray], read_msi: Callable[[int, int, int, int], np.ndarray],
-              lr_shape: tuple[int, int], scale: int, size: int = CHECK_LR, tries: int = 3):
-    """A crop of ``max(size, MIN_REDUCED_LR * scale)`` LR pixels a side (a multiple of ``scale``, at most the
+              lr_shape: tuple[int, int], scale: int, size: int = CHECK_LR, tries: int = 3, min_reduced: int = MIN_REDUCED_LR):
+    """A crop of ``max(size, min_reduced * scale)`` LR pixels a side (a multiple of ``scale``, at most the
     pair's size) with no nodata in either layer.
 
     Tries the centre, then a ``tries x tries`` grid of positions. Returns ``(row0, col0, lr, msi)``
     (``lr (C, n, n)``, ``msi (M, n*s, n*s)``), or a string saying why there is none: the pair is
-    smaller than :data:`MIN_REDUCED_LR` x ``scale`` LR pixels a side, or every position touches nodata.
+    smaller than ``min_reduced`` x ``scale`` LR pixels a side, or every position touches nodata.
     """
     s = int(scale)
-    side = max(int(size), MIN_REDUCED_LR * s)
+    side = max(int(size), min_reduced * s)
     n_r = min(side, lr_shape[0]) // s * s
     n_c = min(side, lr_shape[1]) // s * s
-    if min(n_r, n_c) < MIN_REDUCED_LR * s:
+    if min(n_r, n_c) < min_reduced * s:
         return (f"the pair ({lr_shape[0]} x {lr_shape[1]} LR px) is too small for Wald's protocol at scale {s}: it needs "
-                f"{MIN_REDUCED_LR * s} x {MIN_REDUCED_LR * s} LR px free of nodata ({MIN_REDUCED_LR} px a side once degraded)")
+                f"{min_reduced * s} x {min_reduced * s} LR px free of nodata ({min_reduced} px a side once degraded)")
     spots = [((lr_shape[0] - n_r) // 2, (lr_shape[1] - n_c) // 2)]
     spots += [(round(a * (lr_shape[0] - n_r) / max(tries - 1, 1)), round(b * (lr_shape[1] - n_c) / max(tries - 1, 1)))
               for a in range(tries) for b in range(tries)]

@@ -20,7 +20,7 @@ from core.baselines import BASELINES
 from core.jobs.classical import STREAMED, available_memory, memory_needed
 from core.jobs.common import hr_valid_mask
 from core.raster_io import Window
-from core.referee import CHECK_LR, Verdict, find_crop, score_candidates
+from core.referee import CHECK_LR, SMALL_REDUCED_LR, Verdict, find_crop, score_candidates
 from core.sensor import as_psf, estimate_srf
 
 from . import defaults as dflt
@@ -67,8 +67,16 @@ def pick_crop(scene, size: int = CHECK_LR):
     """The check's crop of ``scene``: ``(row0, col0, lr, msi)`` in the model's bands and units (bands with no
     data filled with 0), or a string saying why there is none (:func:`core.referee.find_crop`)."""
     pair = scene.pair
-    return find_crop(filled(pair.read_lr_block, scene.setup.dead_lr), filled(pair.read_msi_block, scene.setup.dead_msi),
-                     pair.lr_shape, scene.geom.scale, size)
+    readers = filled(pair.read_lr_block, scene.setup.dead_lr), filled(pair.read_msi_block, scene.setup.dead_msi)
+    got = find_crop(*readers, pair.lr_shape, scene.geom.scale, size)
+    if isinstance(got, str) and "too small" in got:
+        small = find_crop(*readers, pair.lr_shape, scene.geom.scale, size, min_reduced=SMALL_REDUCED_LR)
+        if not isinstance(small, str):
+            scene.notes.append(f"{got}; checked on a {small[2].shape[1]} x {small[2].shape[2]} LR px crop instead "
+                               f"({SMALL_REDUCED_LR} px a side once degraded: it catches large losses, not small ones)")
+            log.warning(scene.notes[-1])
+        return small if not isinstance(small, str) else got
+    return got
 
 
 def check_scene(scene, denoisers, steps: int = dflt.DEFAULT_STEPS, sampler: str = dflt.DEFAULT_SAMPLER,

@@ -106,7 +106,11 @@ def _verdict_note(verdict, method: str, first: str = "model") -> str:
     other = verdict.best_other(w)
     lead = f"by {db:+.2f} dB Wald PSNR and {deg:+.3f} deg Wald SAM over {other.name}" if other is not None else "alone"
     if method == w and w in ("model", "adapted"):
-        return f"check: the {w} model is the best candidate on the pair ({lead}); its result is written"
+        who = "the model" if w == "model" else "the adapted model"
+        if other is not None and db < 0:
+            return (f"check: no other candidate beats {who} on both Wald PSNR and Wald SAM (the best, {other.name}, is "
+                    f"{-db:+.2f} dB on PSNR and {deg:+.3f} deg on SAM against it); its result is written")
+        return f"check: {who} is the best candidate on the pair ({lead}); its result is written"
     if method == first:
         m = verdict.score(first)
         return (f"check: {w} scores better than the model on the pair ({w} {verdict.score(w).wald_psnr:.2f} dB / "
@@ -348,7 +352,7 @@ def decide(scene: Scene, denoisers, check: str = dflt.DEFAULT_CHECK, steps: int 
     scene.notes.append(_verdict_note(verdict, method, first))
     (log.warning if method != first else log.info)("%s", scene.notes[-1])
     scene.provenance["hsr_diff_method"] = method
-    scene.provenance["hsr_diff_check"] = " | ".join(verdict.table()[2:])
+    scene.provenance["hsr_diff_check"] = " | ".join(verdict.table(seconds=False)[2:])
     return verdict, method
 
 

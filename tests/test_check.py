@@ -135,3 +135,15 @@ def test_batch_writes_the_classical_winner_like_a_single_run(pair2, tmp_path):
             assert res.ok, res.summary()
             assert np.array_equal(read_raster(out)[0], read_raster(tmp_path / "ref.tif")[0], equal_nan=True)
     assert ref.method in CLASSICAL and any(f"with {ref.method} (chosen by the check" in m for m in lines)
+
+
+def test_a_small_pair_is_checked_on_a_small_crop_and_a_bad_model_still_replaced(tmp_path, shared_data):
+    p = make_enmap_pair(tmp_path, shared_data, bands=BANDS, scale=3, msi_bands=M, lr_nodata_pixel=None, msi_nodata_box=None)
+    hn = BandNormalization.fit(np.nan_to_num(p["lr_array"], nan=0.0))
+    mn = BandNormalization.fit(np.nan_to_num(p["msi_array"]))
+    md = make_metadata(C, M, scale=3, hsi_normalization=hn, msi_normalization=mn, wavelengths_nm=p["meta"].wavelengths,
+                       msi_band_names=[f"MSI {i + 1}" for i in range(M)])
+    bad = contract_model(tmp_path / "bad.onnx", md, k_msi=0.5)
+    res = superresolve(p["lr"], p["msi"], bad, tmp_path / "out.tif", steps=1)  # 42 x 20 LR px: under 8 x 3 a side
+    assert any("too small for Wald's protocol" in n and "checked on a" in n for n in res.notes)
+    assert res.method in CLASSICAL and res.check.crop[2] >= 4 * 3
