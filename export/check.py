@@ -20,7 +20,7 @@ from core.baselines import BASELINES
 from core.jobs.classical import STREAMED, available_memory, memory_needed
 from core.jobs.common import hr_valid_mask
 from core.raster_io import Window
-from core.referee import CHECK_LR, SMALL_REDUCED_LR, Verdict, find_crop, score_candidates
+from core.referee import CHECK_LR, MIN_REDUCED_LR, SMALL_REDUCED_LR, Verdict, find_crop, score_candidates
 from core.sensor import as_psf, estimate_srf
 
 from . import defaults as dflt
@@ -66,16 +66,20 @@ def pair_srf(scene, lr: np.ndarray, msi: np.ndarray) -> np.ndarray:
 def pick_crop(scene, size: int = CHECK_LR):
     """The check's crop of ``scene``: ``(row0, col0, lr, msi)`` in the model's bands and units (bands with no
     data filled with 0), or a string saying why there is none (:func:`core.referee.find_crop`)."""
-    pair = scene.pair
-    readers = filled(pair.read_lr_block, scene.setup.dead_lr), filled(pair.read_msi_block, scene.setup.dead_msi)
-    got = find_crop(*readers, pair.lr_shape, scene.geom.scale, size)
-    if isinstance(got, str) and "too small" in got:
-        small = find_crop(*readers, pair.lr_shape, scene.geom.scale, size, min_reduced=SMALL_REDUCED_LR)
-        if not isinstance(small, str):
-            scene.notes.append(f"{got}; checked on a {small[2].shape[1]} x {small[2].shape[2]} LR px crop instead "
-                               f"({SMALL_REDUCED_LR} px a side once degraded: it catches large losses, not small ones)")
-            log.warning(scene.notes[-1])
-        return small if not isinstance(small, str) else got
+    pair, sc = scene.pair, scene.geom.scale
+    small = min(pair.lr_shape) < MIN_REDUCED_LR * sc
+    got = find_crop(filled(pair.read_lr_block, scene.setup.dead_lr), filled(pair.read_msi_block, scene.setup.dead_msi),
+                    pair.lr_shape, sc, size, min_reduced=SMALL_REDUCED_LR if small else MIN_REDUCED_LR)
+    if not small:
+        return got
+    n = MIN_REDUCED_LR * sc
+    why = (f"the pair ({pair.lr_shape[0]} x {pair.lr_shape[1]} LR px) is too small for Wald's protocol at scale {sc} "
+           f"(it needs {n} x {n} LR px free of nodata)")
+    if isinstance(got, str):
+        return f"{why}, and {got}"
+    scene.notes.append(f"{why}; checked on a {got[2].shape[1]} x {got[2].shape[2]} LR px crop instead ({SMALL_REDUCED_LR} "
+                       "px a side once degraded: it catches large losses, not small ones)")
+    log.warning(scene.notes[-1])
     return got
 
 
