@@ -106,3 +106,21 @@ def test_without_torch_adaptation_names_the_install_command(tiny, tmp_path):
                        env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert r.returncode != 0 and "pip install 'torch==2.13.0' onnx" in r.stderr
     assert not (tmp_path / "o.tif").exists()
+
+
+def test_a_pair_no_bigger_than_the_check_crop_adapts_on_consistency_alone(tiny, tmp_path):
+    """At 20 x 20 LR px the check's crop leaves no room for a window beside it: the whole pair is adapted on,
+    without the Wald's-protocol term, and the check still runs."""
+    from core.raster_io import write_raster
+
+    lr, lm = read_raster(tiny["lr"])
+    msi, mm = read_raster(tiny["msi"])
+    gt = list(mm.geotransform)
+    lr_p = write_raster(tmp_path / "lr20.tif", lr[:, :20, :20], lm, geotransform=(gt[0], gt[1] * S, 0.0, gt[3], 0.0, gt[5] * S))
+    msi_p = write_raster(tmp_path / "msi20.tif", msi[:, :40, :40], mm)
+    saved = tmp_path / "a.onnx"
+    res = superresolve(lr_p, msi_p, tiny["model"], tmp_path / "out.tif", steps=1, adapt_seconds=4, adapted_model_path=saved)
+    ad = read_metadata(saved).training["adaptation"]
+    assert ad["steps"] >= 1 and ad["wald_term"] is False and ad["excluded_lr_box"] is None
+    assert any("full-scale consistency terms only" in n for n in res.notes)
+    assert [s.name for s in res.check.scores][:2] == ["model", "adapted"] and (tmp_path / "out.tif").exists()

@@ -110,6 +110,8 @@ def test_the_auto_held_out_square_is_inside_the_pair_and_never_in_a_training_cro
     assert 0 <= r and r + size <= h and 0 <= c and c + size <= w and size % 8 == 0 and r % SCALE == 0 and c % SCALE == 0
     assert not sc.valid[r : r + size, c : c + size].any() and sc.valid.sum() == h * w - size * size
     np.testing.assert_array_equal(data.val["ref"], sc.ref[:, r : r + size, c : c + size])  # validated on
+    # against the pair's own base, as Super-resolve computes it over the whole pair (not on the square alone)
+    np.testing.assert_array_equal(data.val["lr_up"], sc.lr_up[:, r : r + size, c : c + size])
     assert largest_patch(sc.valid, SCALE, 8) == 16  # training patches still fit beside it
     sc.ref[:, r : r + size, c : c + size] = 1e6  # mark the square: no training crop may hold a marked pixel
     rng = np.random.default_rng(0)

@@ -738,7 +738,9 @@ def build_data(cfg: dict, seed: int = 0, patch: int | None = None, window: int =
             r, c, size = (int(v) for v in val_region)
             sl = (slice(None), slice(r, r + size), slice(c, c + size))
             lr_sl = (slice(None), slice(r // scale, (r + size) // scale), slice(c // scale, (c + size) // scale))
-            val = {"ref": y[sl], "lr_up": base_image(lr[lr_sl], msi[sl], scale, base, psf_sigma), "msi": msi[sl], "lr": lr[lr_sl]}
+            # The pair's own base, cropped: Super-resolve computes the base over the whole pair, and a base computed on
+            # the held-out square alone (a few LR px at reduced scale on a small pair) is all borders.
+            val = {"ref": y[sl], "lr_up": lr_up[sl], "msi": msi[sl], "lr": lr[lr_sl]}
         scenes.append(Scene(y, lr_up, msi, lr, valid))
     else:
         raise ValueError(f"unknown data mode {mode!r}")

@@ -719,7 +719,7 @@ class Trainer:
         v = self.validate()
         if v:
             self.log(f"  val step {self.step}: PSNR {v['psnr']:.2f} dB SAM {v['sam']:.2f} deg "
-                     f"(bicubic {v['bicubic_psnr']:.2f} dB / {v['bicubic_sam']:.2f} deg) [{v['seconds']} s]")
+                     f"(base {v['bicubic_psnr']:.2f} dB / {v['bicubic_sam']:.2f} deg) [{v['seconds']} s]")
             self.log_validation(v)
         return v
 
