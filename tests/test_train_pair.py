@@ -121,6 +121,11 @@ def test_the_auto_held_out_square_is_inside_the_pair_and_never_in_a_training_cro
             assert float(data.hsi_norm.invert(z0.numpy()).max()) < 1e5
 
 
+def test_no_auto_square_when_it_would_take_the_whole_grid():
+    assert auto_val_region(np.ones((24, 24), bool), 3, 24) is None  # the smallest square (24 px) is all of it
+    assert auto_val_region(np.ones((48, 48), bool), 3, 24) is not None
+
+
 def test_auto_square_size_and_place():
     """About a quarter of the valid area, smaller when the patch would not fit beside it, on valid pixels only."""
     full = np.ones((96, 96), bool)

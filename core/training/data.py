@@ -237,7 +237,8 @@ def auto_val_region(valid: np.ndarray, scale: int, multiple: int, patch: int | N
     ``patch x patch`` training crops (default ``multiple``) would not fit beside it.  Place: on the ``scale`` grid,
     wholly on valid pixels, nearest an image corner first (bottom right first among equals): a corner square leaves
     the largest training area in one piece.  When no size lets ``patch`` fit, the smallest size at the place (among
-    the first ``candidates``) that leaves room for the largest training patch.  Deterministic.
+    the first ``candidates``) that leaves room for the largest training patch, and None when even that leaves
+    no training patch (a 24 x 24 px grid at scale 3, whose smallest square is all of it).  Deterministic.
     """
     valid = np.asarray(valid, bool)
     h, w = valid.shape
@@ -265,7 +266,7 @@ def auto_val_region(valid: np.ndarray, scale: int, multiple: int, patch: int | N
     if not spots:
         return None
     r, c = max(spots, key=lambda rc: room(rc[0], rc[1], smallest, patch))  # max keeps the first of equals
-    return [r, c, smallest]
+    return [r, c, smallest] if room(r, c, smallest, patch) else None  # None: a square would leave nothing to train on
 
 
 def _augment(arrays: list[np.ndarray], k: int, flip: bool) -> list[np.ndarray]:
