@@ -131,7 +131,7 @@ def run_pair(args) -> tuple[list[dict], list[str]]:
                 res = superresolve(lr_p, msi_p, model, t / "sr.tif")
                 chosen, product = res.method, read_raster(res.out_path)[0]
             else:
-                chosen = "mtf_glp_hs (model lost on validation)"
+                chosen = "mtf_glp_hs (no validated checkpoint beat it)"
                 product = read_raster(fuse_classical_files("mtf_glp_hs", lr_p, msi_p, t / "glp.tif").path)[0]
             scores["product"] = score(product)
         best, dp, ds = _margin(scores["product"], {m: scores[m] for m in CLASSICAL})
