@@ -61,25 +61,33 @@ def _scored(ref: np.ndarray, scale: int):
     return score
 
 
-def _made_pair(name: str, scale: int, proto: str, folder: Path):
-    """The scene's crop made into a pair by ``proto``, written to ``folder``; ``(lr path, msi path, lr, msi, ref,
-    the classical methods' scores with the estimated degradation)``."""
-    scene = next(sc for sc in SCENES if sc.name == name)
-    prep = load_scene(scene)
-    nominal, true_srf, lr, msi, ref = protocol_pair(scene, prep, scale, protocol(proto, scale))
+def _written_pair(folder: Path, lr: np.ndarray, msi: np.ndarray, ref: np.ndarray, scale: int, nominal, pixel_m: float,
+                  wavelengths, msi_names: list[str]):
+    """The pair written to ``folder`` as GeoTIFFs (HR pixels of ``pixel_m`` m) and scored: ``(lr path, msi path, ref,
+    the classical methods' scores with the estimated degradation)``; ``nominal``: a response whose ``matrix`` bounds
+    the NNLS estimate's support."""
     known = estimated_knowledge(lr, msi, scale, nominal)
     score = _scored(ref, scale)
     classical = {m: score(BASELINES[m](lr, msi, scale, srf=known.srf, psf=known.psf)) for m in CLASSICAL}
-    gt_lr, gt_hr = (500000.0, 10.0 * scale, 0.0, 5800000.0, 0.0, -10.0 * scale), (500000.0, 10.0, 0.0, 5800000.0, 0.0, -10.0)
-    lr_p = write_raster(folder / "lr.tif", lr.astype(np.float32), geotransform=gt_lr, wavelengths=prep.wavelengths,
+    gt_lr = (500000.0, pixel_m * scale, 0.0, 5800000.0, 0.0, -pixel_m * scale)
+    gt_hr = (500000.0, pixel_m, 0.0, 5800000.0, 0.0, -pixel_m)
+    lr_p = write_raster(folder / "lr.tif", lr.astype(np.float32), geotransform=gt_lr, wavelengths=wavelengths,
                         band_names=[f"band {i + 1}" for i in range(lr.shape[0])])
-    msi_p = write_raster(folder / "msi.tif", msi.astype(np.float32), geotransform=gt_hr, band_names=list(true_srf.band_names))
+    msi_p = write_raster(folder / "msi.tif", msi.astype(np.float32), geotransform=gt_hr, band_names=msi_names)
     return lr_p, msi_p, ref, classical
+
+
+def _made_pair(name: str, scale: int, proto: str, folder: Path):
+    """The scene's crop made into a pair by ``proto`` (:func:`_written_pair`)."""
+    scene = next(sc for sc in SCENES if sc.name == name)
+    prep = load_scene(scene)
+    nominal, true_srf, lr, msi, ref = protocol_pair(scene, prep, scale, protocol(proto, scale))
+    return _written_pair(folder, lr, msi, ref, scale, nominal, 10.0, prep.wavelengths, list(true_srf.band_names))
 
 
 def _paris_pair(scale: int, folder: Path):
     """The real Paris pair under Wald's protocol: Hyperion (the reference, its bands with data) degraded by ``scale``
-    (centred Gaussian, FWHM = scale) is the LR-HSI, the real ALI image the HR-MSI; as :func:`_made_pair`."""
+    (centred Gaussian, FWHM = scale) is the LR-HSI, the real ALI image the HR-MSI (:func:`_written_pair`)."""
     from core.sensor import degrade_spatial
 
     cube, meta = read_raster(DATA / "paris_hyperion.tif")
@@ -88,22 +96,15 @@ def _paris_pair(scale: int, folder: Path):
     keep = np.isfinite(flat).all(axis=1) & (np.nanstd(flat, axis=1) > 0)
     side = cube.shape[1] // scale * scale
     ref = cube[keep, :side, :side].astype(np.float32)
-    msi = msi[:, :side, :side].astype(np.float32)
-    lr = np.asarray(degrade_spatial(ref, scale), np.float32)
+    msi = msi[:, :side, :side]
 
     class _AnyResponse:  # estimate the response over every HSI band
         matrix = np.ones((msi.shape[0], ref.shape[0]))
 
-    known = estimated_knowledge(lr, msi, scale, _AnyResponse)
-    score = _scored(ref, scale)
-    classical = {m: score(BASELINES[m](lr, msi, scale, srf=known.srf, psf=known.psf)) for m in CLASSICAL}
-    gt_lr, gt_hr = (500000.0, 30.0 * scale, 0.0, 5800000.0, 0.0, -30.0 * scale), (500000.0, 30.0, 0.0, 5800000.0, 0.0, -30.0)
     wl = None if meta.wavelengths is None else np.asarray(meta.wavelengths)[keep]
-    lr_p = write_raster(folder / "lr.tif", lr, geotransform=gt_lr, wavelengths=wl,
-                        band_names=[f"band {i + 1}" for i in range(lr.shape[0])])
-    msi_p = write_raster(folder / "msi.tif", msi, geotransform=gt_hr,
-                         band_names=list(mmeta.band_names) or [f"ALI {i + 1}" for i in range(msi.shape[0])])
-    return lr_p, msi_p, ref, classical
+    names = list(mmeta.band_names) or [f"ALI {i + 1}" for i in range(msi.shape[0])]
+    return _written_pair(folder, np.asarray(degrade_spatial(ref, scale), np.float32), msi, ref, scale, _AnyResponse, 30.0,
+                         wl, names)
 
 
 def _margin(product: dict, classical: dict) -> tuple[str, float, float]:

@@ -265,8 +265,8 @@ def auto_val_region(valid: np.ndarray, scale: int, multiple: int, patch: int | N
     spots = places(smallest)
     if not spots:
         return None
-    r, c = max(spots, key=lambda rc: room(rc[0], rc[1], smallest, patch))  # max keeps the first of equals
-    return [r, c, smallest] if room(r, c, smallest, patch) else None  # None: a square would leave nothing to train on
+    left, (r, c) = max(((room(r, c, smallest, patch), (r, c)) for r, c in spots), key=lambda x: x[0])  # first of equals
+    return [r, c, smallest] if left else None  # None: a square would leave nothing to train on
 
 
 def _augment(arrays: list[np.ndarray], k: int, flip: bool) -> list[np.ndarray]:
