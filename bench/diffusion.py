@@ -14,10 +14,12 @@ ONNX Runtime on the CPU):
    plugin's steps): the spread of the samples
    against the error of their mean: the share of (pixel, band) values whose error lies within +-2 std,
    the Spearman rank correlation between std and |error|, and the ratio of the median |error| to the
-   median std. ``--fit-calibration`` fits the factor that turns the spread into a standard deviation
-   of the error on **training** pixels (``CALIBRATION_CROPS``, never the held-out ones): the factor
-   ``k`` for which 95 % of the training (pixel, band) errors lie within +-2 k std; the held-out figures
-   are given with it, and ``--write`` stores it in the model file (``uncertainty_scale``, which
+   median std. ``--fit-calibration`` fits the calibration of :mod:`core.uncertainty` on **training**
+   pixels (``CALIBRATION_CROPS``, never the held-out ones): the activity weight ``c`` of
+   :data:`ACTIVITY_GRID` whose ``sqrt(std^2 + (c a)^2)`` ranks the training errors best (Spearman; 0, the
+   spread alone, unless another weight gains :data:`MIN_RANK_GAIN`), then the factor ``k`` for which 95 %
+   of the training (pixel, band) errors lie within +-2 k of it; the held-out figures are given with both,
+   and ``--write`` stores them in the model file (``uncertainty_scale``, ``uncertainty_activity``, which
    Super-resolve applies to the uncertainty raster; ``export.onnx_export.update_metadata``).
 
 Writes ``OUT.md`` and ``OUT.json``.
@@ -40,6 +42,7 @@ if str(ROOT) not in sys.path:
 from bench.quality import load_scene, simulated_pair  # noqa: E402
 from bench.scenes import SCENES, Scene  # noqa: E402
 from core.metrics import psnr, sam  # noqa: E402
+from core.uncertainty import calibrated_uncertainty  # noqa: E402
 from export.defaults import DEFAULT_ETA, DEFAULT_STEPS  # noqa: E402
 
 CALIBRATION_CROPS = (
@@ -53,6 +56,10 @@ CALIBRATION_CROPS = (
 """Crops the calibration factor is fitted on: pixels the EnMAP models were trained on, never scored here."""
 
 COVERAGE = 0.95  # the share of training errors within +-2 k std that fixes k
+ACTIVITY_GRID = (0.0, 3e-6, 1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 1e-2)
+"""Activity weights ``c`` tried (the spread is 1e-5 to 1e-4 of the gradient on the shipped models' pairs)."""
+MIN_RANK_GAIN = 0.02
+"""The Spearman gain on training pixels an activity weight must bring over the spread alone to be used."""
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
@@ -80,11 +87,12 @@ def _score(ref, est, scale) -> tuple[float, float]:
     return float(psnr(ref, est, border=b)), float(sam(ref, est, border=b))
 
 
-def uncertainty_figures(ref, mean, std, scale, k: float = 1.0) -> dict:
-    """Coverage of +-2 k std, Spearman(std, |error|) and median |error| / median std over the scored pixels."""
+def uncertainty_figures(ref, mean, std, scale, k: float = 1.0, c: float = 0.0) -> dict:
+    """Coverage of +-2 u, Spearman(u, |error|) and median |error| / median u over the scored pixels, with
+    ``u = calibrated_uncertainty(std, mean, k, c)`` (``std``: the raw spread)."""
     b = scale
     err = np.abs(mean - ref)[:, b:-b, b:-b].ravel()
-    s = (k * std)[:, b:-b, b:-b].ravel()
+    s = calibrated_uncertainty(std, mean, k, c)[:, b:-b, b:-b].ravel()
     ok = np.isfinite(err) & np.isfinite(s)
     err, s = err[ok], s[ok]
     rng = np.random.default_rng(0)
@@ -93,18 +101,38 @@ def uncertainty_figures(ref, mean, std, scale, k: float = 1.0) -> dict:
             "median_err_over_std": float(np.median(err) / max(np.median(s), 1e-30))}
 
 
-def fit_scale(pairs, den, steps: int, samples: int) -> float:
-    """The factor ``k`` such that ``COVERAGE`` of the training errors lie within +-2 k std."""
+def fit_calibration(pairs, den, steps: int, samples: int) -> tuple[float, float, dict[float, float]]:
+    """``(k, c, ranks)``: the activity weight ``c`` (:data:`ACTIVITY_GRID`, :data:`MIN_RANK_GAIN`) and the factor
+    ``k`` such that ``COVERAGE`` of the training errors lie within +-2 u (:mod:`core.uncertainty`); ``ranks``: the
+    training Spearman of each weight. ``den`` must give the raw spread (:func:`_raw`)."""
     from export.tiling import fuse_arrays
 
-    ratios = []
+    runs = []
     for _, lr, msi, ref in pairs:
         mean, std, _ = fuse_arrays(den, lr, msi, steps=steps, sampler="ddim", eta=DEFAULT_ETA, samples=samples, tile=256, overlap=32)
         b = den.metadata.scale
-        e, s = np.abs(mean - ref)[:, b:-b, b:-b].ravel(), std[:, b:-b, b:-b].ravel()
-        ok = np.isfinite(e) & np.isfinite(s) & (s > 0)
-        ratios.append(e[ok] / (2 * s[ok]))
-    return float(np.quantile(np.concatenate(ratios), COVERAGE))
+        runs.append(tuple(a[:, b:-b, b:-b] for a in (mean, std, np.abs(mean - ref))))
+    err = np.concatenate([e.ravel() for *_, e in runs])
+    ok = np.isfinite(err)
+    sub = np.random.default_rng(0).choice(np.flatnonzero(ok), min(int(ok.sum()), 200_000), replace=False)
+
+    def u(c: float) -> np.ndarray:
+        return np.concatenate([calibrated_uncertainty(s, m, 1.0, c).ravel() for m, s, _ in runs])
+
+    ranks = {c: spearman(u(c)[sub], err[sub]) for c in ACTIVITY_GRID}
+    best = max(ranks, key=ranks.get)
+    c = best if ranks[best] >= ranks[0.0] + MIN_RANK_GAIN else 0.0
+    spread = u(c)
+    keep = ok & np.isfinite(spread) & (spread > 0)
+    return float(np.quantile(err[keep] / (2 * spread[keep]), COVERAGE)), c, ranks
+
+
+def _raw(den):
+    """``den`` with its metadata's calibration set aside, so that fusing gives the raw spread of the samples."""
+    import dataclasses
+
+    den.metadata = dataclasses.replace(den.metadata, uncertainty_scale=1.0, uncertainty_activity=0.0)
+    return den
 
 
 def bench_model(path: str, steps_list: list[int], samples: int, fit: bool, log, unc_steps: int = DEFAULT_STEPS) -> dict:
@@ -112,7 +140,8 @@ def bench_model(path: str, steps_list: list[int], samples: int, fit: bool, log, 
     from export.tiling import fuse_arrays
 
     den = Denoiser(path, device="cpu", threads=None)
-    md = den.metadata
+    md = den.metadata  # as stored: its calibration
+    _raw(den)
     pairs = _pairs(md, [s for s in SCENES if s.held_out])
     runs = [("ddim", 0.0, n) for n in steps_list] + ([("ddim", 1.0, 100), ("ancestral", 1.0, 100)] if 100 in steps_list else [])
     rows = []
@@ -129,19 +158,22 @@ def bench_model(path: str, steps_list: list[int], samples: int, fit: bool, log, 
     by_steps = {n: float(np.mean([r["psnr"] for r in ddim if r["steps"] == n])) for n in steps_list}
     best = max(by_steps.values())
     chosen = min(n for n, v in by_steps.items() if v >= best - 0.05)
-    k = fit_scale(_pairs(md, CALIBRATION_CROPS), den, unc_steps, samples) if fit and samples > 1 else md.uncertainty_scale
+    k, c, ranks = md.uncertainty_scale, md.uncertainty_activity, {}
+    if fit and samples > 1:
+        k, c, ranks = fit_calibration(_pairs(md, CALIBRATION_CROPS), den, unc_steps, samples)
+        log(f"  {Path(path).name}: training Spearman by activity weight {ranks}; c = {c:g}, k = {k:.4g}")
     unc = []
     for name, lr, msi, ref in pairs if samples > 1 else []:
         mean, std, _ = fuse_arrays(den, lr, msi, steps=unc_steps, sampler="ddim", eta=DEFAULT_ETA, seed=0, samples=samples, tile=256,
                                    overlap=32)
-        raw = std / md.uncertainty_scale  # the spread of the samples, before the model's own factor
         unc.append({"scene": name, "steps": unc_steps, "samples": samples, **{f"raw_{k_}": v for k_, v in
-                    uncertainty_figures(ref, mean, raw, md.scale).items()},
-                    **uncertainty_figures(ref, mean, raw, md.scale, k), "k": k,
+                    uncertainty_figures(ref, mean, std, md.scale).items()},
+                    **uncertainty_figures(ref, mean, std, md.scale, k, c), "k": k, "c": c,
                     "psnr_mean": _score(ref, mean, md.scale)[0], "sam_mean": _score(ref, mean, md.scale)[1]})
         log(f"  {Path(path).name} {name} uncertainty: {unc[-1]}")
     return {"model": Path(path).name, "info": md.describe(), "variable": md.schedule.variable, "graph": md.graph,
-            "rows": rows, "by_steps": by_steps, "chosen_steps": chosen, "unc_steps": unc_steps, "uncertainty": unc, "k": k}
+            "rows": rows, "by_steps": by_steps, "chosen_steps": chosen, "unc_steps": unc_steps, "uncertainty": unc, "k": k,
+            "c": c, "ranks": {str(a): v for a, v in ranks.items()}}
 
 
 def report(results: list[dict], samples: int) -> str:
@@ -160,13 +192,17 @@ def report(results: list[dict], samples: int) -> str:
         lines += ["", "Mean DDIM PSNR over the crops by steps: " + ", ".join(f"{n}: {v:.2f}" for n, v in res["by_steps"].items())
                   + f" dB. Fewest steps within 0.05 dB of the best: **{res['chosen_steps']}**"
                   + (f" (best - 1 step: {best - one:+.2f} dB)." if one is not None else "."), "",
-                  f"Uncertainty: {samples} samples, DDIM eta {DEFAULT_ETA:g}, {res['unc_steps']} steps; calibration factor k = "
-                  f"{res['k']:.3g} (fitted on training crops: {', '.join(c.name for c in CALIBRATION_CROPS)}).", "",
-                  "| crop | within +-2 std (raw) | Spearman (raw) | median err / std (raw) | within +-2 k std | "
-                  "median err / k std | PSNR of the mean | SAM of the mean |", "|---|---|---|---|---|---|---|---|"]
+                  f"Uncertainty: {samples} samples, DDIM eta {DEFAULT_ETA:g}, {res['unc_steps']} steps; calibration "
+                  f"u = k sqrt(std^2 + (c |grad|)^2) with k = {res['k']:.3g}, c = {res['c']:g} (fitted on training crops: "
+                  f"{', '.join(c.name for c in CALIBRATION_CROPS)}"
+                  + (f"; training Spearman by c: {', '.join(f'{a}: {v:.3f}' for a, v in res['ranks'].items())}" if res["ranks"]
+                     else "") + ").", "",
+                  "| crop | within +-2 std (raw) | Spearman (raw) | median err / std (raw) | within +-2 u | "
+                  "Spearman (u) | median err / u | PSNR of the mean | SAM of the mean |", "|---|---|---|---|---|---|---|---|---|"]
         for u in res["uncertainty"]:
             lines.append(f"| {u['scene']} | {100 * u['raw_coverage_2std']:.1f} % | {u['raw_spearman']:.3f} | "
-                         f"{u['raw_median_err_over_std']:.3g} | {100 * u['coverage_2std']:.1f} % | {u['median_err_over_std']:.3g} | "
+                         f"{u['raw_median_err_over_std']:.3g} | {100 * u['coverage_2std']:.1f} % | {u['spearman']:.3f} | "
+                         f"{u['median_err_over_std']:.3g} | "
                          f"{u['psnr_mean']:.2f} | {u['sam_mean']:.3f} |")
         lines.append("")
     return "\n".join(lines)
@@ -189,8 +225,8 @@ def main(argv=None) -> int:
         from export.onnx_export import update_metadata
 
         for m, res in zip(args.model, results, strict=True):
-            update_metadata(m, uncertainty_scale=round(res["k"], 4))
-            log(f"  {m}: uncertainty_scale = {res['k']:.4g} written")
+            update_metadata(m, uncertainty_scale=round(res["k"], 4), uncertainty_activity=res["c"])
+            log(f"  {m}: uncertainty_scale = {res['k']:.4g}, uncertainty_activity = {res['c']:g} written")
     out = Path(args.out)
     out.with_suffix(".json").write_text(json.dumps(results, indent=1))
     text = report(results, args.samples)

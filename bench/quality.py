@@ -324,7 +324,7 @@ def estimated_knowledge(lr: np.ndarray, msi: np.ndarray, scale: int, nominal) ->
                                       lambda r0, c0, n_r, n_c: msi[:, r0:r0 + n_r, c0:c0 + n_c],
                                       lr.shape[1:], scale, "LR-HSI", "HR-MSI")
     if reg is not None:
-        psf, given = reg.psf(scale), f"estimated: dy {reg.dy:+.3f} dx {reg.dx:+.3f} HR px, sigma {reg.sigma:.3f} HR px"
+        psf, given = reg.psf(scale), f"estimated: {reg.describe()}"
     else:
         psf = gaussian_psf(scale)
         given = "estimated: nominal (" + ("; ".join(notes) if notes else "estimate within the snap of the nominal") + ")"

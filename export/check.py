@@ -76,7 +76,7 @@ def pick_crop(scene, size: int = CHECK_LR):
     why = (f"the pair ({pair.lr_shape[0]} x {pair.lr_shape[1]} LR px) is too small for Wald's protocol at scale {sc} "
            f"(it needs {n} x {n} LR px free of nodata)")
     if isinstance(got, str):
-        return f"{why}, and {got}"
+        return f"{got}; the full check needs {n} x {n} LR px"
     scene.notes.append(f"{why}; checked on a {got[2].shape[1]} x {got[2].shape[2]} LR px crop instead ({SMALL_REDUCED_LR} "
                        "px a side once degraded: it catches large losses, not small ones)")
     log.warning(scene.notes[-1])

@@ -103,9 +103,11 @@ class ModelMetadata:
     graph: str = "fused"  # GRAPHS
     features: int = 0  # feature tensors between the split graph's two parts (its stream's layers)
     width: int = 0  # channels of each feature tensor
-    # The factor that turns the spread of the samples into a calibrated standard deviation of the error
-    # (fitted on training pixels, bench/calibrate.py); 1 = uncalibrated.
+    # The factor k and the activity weight c that turn the spread of the samples into a calibrated standard
+    # deviation of the error (core.uncertainty; fitted on training pixels by bench/diffusion.py); 1 and 0 =
+    # the raw spread.
     uncertainty_scale: float = 1.0
+    uncertainty_activity: float = 0.0
 
     def __post_init__(self) -> None:
         self.hsi_bands, self.msi_bands = int(self.hsi_bands), int(self.msi_bands)
@@ -157,6 +159,8 @@ class ModelMetadata:
             problems.append(f"a split graph needs features >= 1 and width >= 1 (got {self.features}, {self.width})")
         if not self.uncertainty_scale > 0:
             problems.append(f"uncertainty_scale must be positive, got {self.uncertainty_scale}")
+        if not self.uncertainty_activity >= 0:
+            problems.append(f"uncertainty_activity must be >= 0, got {self.uncertainty_activity}")
         if self.precision not in ("float32", "float16"):
             problems.append(f"precision must be float32 or float16, got {self.precision!r}")
         if problems:
@@ -194,6 +198,7 @@ class ModelMetadata:
             "features": self.features,
             "width": self.width,
             "uncertainty_scale": self.uncertainty_scale,
+            "uncertainty_activity": self.uncertainty_activity,
             "inputs": graph_names(self.graph, self.features)[0],
             "output": OUTPUT_NAME,
         }
@@ -231,6 +236,7 @@ class ModelMetadata:
             features=int(d.get("features", 0)),
             width=int(d.get("width", 0)),
             uncertainty_scale=float(d.get("uncertainty_scale", 1.0)),
+            uncertainty_activity=float(d.get("uncertainty_activity", 0.0)),
         )
 
     def to_json(self) -> str:
@@ -268,6 +274,7 @@ class ModelMetadata:
             band_indices=info.get("band_indices", data.get("band_indices")),
             base=info.get("base", data.get("base", "bicubic")),
             uncertainty_scale=float(info.get("uncertainty_scale", 1.0)),
+            uncertainty_activity=float(info.get("uncertainty_activity", 0.0)),
         )
 
     def input_selection(self, n_bands: int) -> list[int] | None:

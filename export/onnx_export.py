@@ -201,13 +201,20 @@ def untrained_export_info(model, scale: int = 4, hsi_norm=None, msi_norm=None, w
 
 def export_checkpoint(ckpt_dir: str | os.PathLike, out_path: str | os.PathLike, fp16: bool = False, split: bool = True,
                       uncertainty_scale: float | None = None) -> Path:
-    """Export a training checkpoint folder (or run directory) with its EMA weights.
+    """Export a training checkpoint folder (or run directory) with its EMA weights, or re-export an hsr-diff
+    ``.onnx`` file (its weights recovered by :func:`export.from_onnx.cdformer_from_onnx`, its metadata kept), e.g.
+    to change its graph layout.
 
-    ``uncertainty_scale``: the calibration factor of the samples' spread to store (``bench/calibrate.py``).
+    ``uncertainty_scale``: the calibration factor of the samples' spread to store (``bench/diffusion.py``).
     """
-    from core.training.checkpoint import load_for_export
+    if Path(ckpt_dir).is_file() and Path(ckpt_dir).suffix == ".onnx":
+        from .from_onnx import cdformer_from_onnx
 
-    model, info = load_for_export(ckpt_dir)
+        model, info = cdformer_from_onnx(ckpt_dir)
+    else:
+        from core.training.checkpoint import load_for_export
+
+        model, info = load_for_export(ckpt_dir)
     if uncertainty_scale is not None:
         info = {**info, "uncertainty_scale": float(uncertainty_scale)}
     return export_model(model, info, out_path, fp16=fp16, split=split)
@@ -215,7 +222,7 @@ def export_checkpoint(ckpt_dir: str | os.PathLike, out_path: str | os.PathLike, 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m export.onnx_export", description=__doc__.split("\n\n")[0])
-    ap.add_argument("checkpoint", help="checkpoint folder or run directory")
+    ap.add_argument("checkpoint", help="checkpoint folder or run directory, or an hsr-diff .onnx file to re-export")
     ap.add_argument("out", help="output .onnx path")
     ap.add_argument("--fp16", action="store_true", help="also write a float16 variant next to it (<out>.fp16.onnx)")
     ap.add_argument("--fused", action="store_true", help="one graph for both streams (features recomputed at every step)")

@@ -257,9 +257,8 @@ def _setup(source: RasterPairSource, md, geom: PairGeometry, ln: str, mn: str, d
             log.info("estimated degradation: the model's nominal one (no offset over %.2f HR px, width within %d %%)",
                      SNAP_SHIFT_PX, round(100 * SNAP_SIGMA))
         if reg is not None:
-            log.info("estimated degradation: offset dy %+.3f dx %+.3f HR px, PSF sigma %.3f HR px (model: %.3f); relative "
-                     "residual %.4f (%.4f with the nominal one)", reg.dy, reg.dx, reg.sigma, md.psf_sigma or float("nan"),
-                     reg.residual, reg.residual_centred)
+            log.info("estimated degradation: %s (model: Gaussian sigma %.3f); relative residual %.4f (%.4f with the "
+                     "nominal one)", reg.describe(), md.psf_sigma or float("nan"), reg.residual, reg.residual_centred)
     return SceneSetup(dead_lr, dead_msi, reg, None, notes)
 
 
@@ -298,7 +297,7 @@ def open_scene(stack: ExitStack, lr_path, msi_path, model_path, md=None, lr_name
     lm = lr.meta
     nodata = next((v for v in lm.nodata if v is not None), None)
     provenance = {"hsr_diff_degradation": "model" if reg is None else
-                  f"estimated: offset dy {reg.dy:+.3f} dx {reg.dx:+.3f} HR px, sigma {reg.sigma:.3f} HR px",
+                  f"estimated: {reg.describe()}",
                   "hsr_diff_model": os.path.basename(os.fspath(model_path)), "hsr_diff_model_info": md.describe(),
                   "hsr_diff_sampler": sampler_note,
                   "hsr_diff_inputs": f"{os.path.basename(os.fspath(lr_path))} + {os.path.basename(os.fspath(msi_path))}"}
@@ -318,7 +317,8 @@ def open_writers(stack: ExitStack, scene: Scene, out_path, unc_path, samples: in
     unc = None
     if unc_path is not None:
         content = (f"per-pixel standard deviation of {samples} samples times the model's calibration factor "
-                   f"{md.uncertainty_scale:g}")
+                   f"{md.uncertainty_scale:g}" + ("" if md.uncertainty_activity == 0 else
+                   f", combined with {md.uncertainty_activity:g} x the result's local gradient (core.uncertainty)"))
         unc = RasterWriter(unc_path, scene.shape, band_names=[f"std {n}" for n in lm.band_names],
                            metadata={**scene.provenance, "hsr_diff_content": content}, **common)
         stack.callback(unc.abort)

@@ -28,6 +28,7 @@ from typing import Protocol
 import numpy as np
 
 from core.resample import upsample_window
+from core.uncertainty import calibrated_uncertainty
 
 from . import defaults as dflt
 from .metadata import ModelMetadata
@@ -342,8 +343,9 @@ class TileRun:
             mean[inv_b[k]] = np.nan
             std = None
             if self.with_std:
-                std = (np.zeros_like(mean) if res.std is None else
-                       res.std[k, :, :t.height, :t.width] * (hn.scale[:, None, None] * md.uncertainty_scale))
+                std = (np.zeros_like(mean) if res.std is None else calibrated_uncertainty(
+                    res.std[k, :, :t.height, :t.width] * hn.scale[:, None, None], mean, md.uncertainty_scale,
+                    md.uncertainty_activity))
                 std[inv_b[k]] = np.nan
             out.append((t, mean, std))
         return out

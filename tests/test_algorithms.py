@@ -55,7 +55,8 @@ def test_estimate(simulated):
     d, out = simulated
     est = run("estimatesensor", {"LR_HSI": out["LR_HSI"], "HR_MSI": out["HR_MSI"], "SENSOR": 0,
                                  "SRF_OUT": str(d / "srf.csv")})
-    assert est["SCALE"] == 4 and est["SIGMA"] == pytest.approx(4 / 2.3548, abs=0.15)
+    assert est["SCALE"] == 4 and est["SIGMA"] == pytest.approx(4 / 2.3548, abs=0.15) and est["PSF_SHAPE"] == "gaussian"
+    assert "Gaussian PSF sigma" in est["REPORT"]
     assert (d / "srf.csv").read_text().startswith("wavelength_nm,B02,B03")
 
 

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from core.schedule import NoiseSchedule, sampling_plan
+from core.uncertainty import calibrated_uncertainty, local_activity
 
 torch = pytest.importorskip("torch")
 
@@ -103,6 +104,27 @@ def test_uncertainty_scale_is_stored_and_applied(split_model, tmp_path):
     np.testing.assert_allclose(std, 3.5 * raw, rtol=1e-5, atol=1e-7)
     with pytest.raises(ValueError, match="uncertainty_scale"):
         update_metadata(calibrated, uncertainty_scale=0.0)
+    update_metadata(calibrated, uncertainty_activity=0.02)
+    assert read_metadata(calibrated).uncertainty_activity == 0.02 and read_metadata(calibrated).uncertainty_scale == 3.5
+    mean, active, _ = fuse_arrays(Denoiser(calibrated, device="cpu", threads=1), base.numpy()[0], msi.numpy()[0], 1, **kw)
+    np.testing.assert_allclose(active, calibrated_uncertainty(raw, mean, 3.5, 0.02), rtol=1e-4, atol=1e-6)
+    assert (active >= std - 1e-6).all() and (active > std + 1e-6).mean() > 0.5
+    with pytest.raises(ValueError, match="uncertainty_activity"):
+        update_metadata(calibrated, uncertainty_activity=-1.0)
+
+
+def test_calibrated_uncertainty_grows_on_edges_and_keeps_the_spread_alone_exact():
+    """``c = 0`` is ``k * std`` bit for bit; with ``c > 0`` the uncertainty rises on an edge of the result and not on
+    a flat area, and a nodata neighbour gives a finite value."""
+    rng = np.random.default_rng(0)
+    std = rng.random((2, 12, 12)).astype(np.float32) * 1e-3
+    mean = np.zeros((2, 12, 12), np.float32)
+    mean[:, :, 6:] = 1.0  # a vertical edge between columns 5 and 6
+    assert np.array_equal(calibrated_uncertainty(std, mean, 2.5), std * np.float32(2.5))
+    u = calibrated_uncertainty(std, mean, 2.5, 0.1)
+    assert (u[:, :, 5:7] > 0.1).all() and np.allclose(u[:, :, :4], 2.5 * std[:, :, :4])
+    mean[0, 3, 3] = np.nan
+    assert np.isfinite(local_activity(mean)).all()
 
 
 def test_bundled_uncertainty_follows_the_error(tmp_path):
@@ -127,3 +149,35 @@ def test_bundled_uncertainty_follows_the_error(tmp_path):
     assert 0.80 <= np.mean(err <= 2 * std) <= 0.99
     ranks = lambda a: np.argsort(np.argsort(a))  # noqa: E731
     assert np.corrcoef(ranks(err), ranks(std))[0, 1] >= 0.3
+
+
+def test_reexport_changes_the_layout_and_nothing_else(tmp_path):
+    """``python -m export.onnx_export FILE.onnx OUT.onnx [--fused]`` rebuilds the network from the file (how the
+    bundled models became split): the fused and split layouts give the same samples, and the metadata is kept."""
+    import dataclasses
+
+    from core.model import build_model
+    from export.metadata import read_metadata
+    from export.onnx_export import export_model, main, untrained_export_info
+    from export.sampler import Denoiser
+    from export.tiling import fuse_arrays
+
+    torch.manual_seed(1)
+    net = build_model("tiny", C, M, residual=True, residual_scale=S, head_init_gain=1.0).eval()
+    with torch.no_grad():  # every weight distinct, as a trained model's (untrained norms are all 1 and 0)
+        for prm in net.parameters():
+            prm.add_(0.05 * torch.randn_like(prm))
+    path = export_model(net, untrained_export_info(net, scale=1, schedule=NoiseSchedule(variable="residual", variable_scale=S)),
+                        tmp_path / "orig.onnx")
+    assert main([str(path), str(tmp_path / "fused.onnx"), "--fused"]) == 0
+    assert main([str(tmp_path / "fused.onnx"), str(tmp_path / "split.onnx")]) == 0
+    metas = [read_metadata(p) for p in (path, tmp_path / "fused.onnx", tmp_path / "split.onnx")]
+    assert [m.graph for m in metas] == ["split", "fused", "split"]
+    plain = [dataclasses.replace(m, graph="fused", features=0, width=0) for m in metas]
+    assert plain[0].to_json() == plain[1].to_json() == plain[2].to_json()
+    _, base, msi = _inputs(1, np.random.default_rng(7))
+    out = [fuse_arrays(Denoiser(p, device="cpu", threads=1), base.numpy()[0], msi.numpy()[0], 1, steps=3, samples=2, tile=16,
+                       overlap=0)[:2] for p in (path, tmp_path / "fused.onnx", tmp_path / "split.onnx")]
+    for hr, std in out[1:]:
+        np.testing.assert_allclose(hr, out[0][0], atol=1e-5, rtol=0)
+        np.testing.assert_allclose(std, out[0][1], atol=1e-5, rtol=0)

@@ -161,7 +161,8 @@ class NoRefAssessment:
     the files; ``wavelengths`` nm or None): ``spatial_rmse``, ``spatial_psnr`` (dB), ``d_s_band`` and
     ``d_lambda_band`` (NaN for the bands outside the D_lambda subset). Per MSI band (``msi_band_names``):
     ``spectral_rmse``, ``spectral_psnr`` (dB), ``spectral_cc``, ``d_s_msi``. ``response`` says which
-    spectral response was used, ``psf_sigma``, ``psf_dy``, ``psf_dx`` (HR pixels) the PSF;
+    spectral response was used, ``psf_shape`` (``gaussian`` or ``box``), ``psf_sigma`` (its standard deviation),
+    ``psf_dy``, ``psf_dx`` (HR pixels) the PSF;
     ``lr_pixels`` / ``hr_pixels`` how many pixels were scored on each grid.
     """
 
@@ -185,6 +186,7 @@ class NoRefAssessment:
     lr_pixels: int
     hr_pixels: int
     notes: list[str] = field(default_factory=list)
+    psf_shape: str = "gaussian"
 
 
 def assess_noref_arrays(fused: np.ndarray, lr: np.ndarray, msi: np.ndarray, scale: int, srf: np.ndarray,
@@ -305,14 +307,15 @@ def assess_noref_files(
                                           lambda r0, c0, h, w: msi[:, r0:r0 + h, c0:c0 + w], lr.shape[1:], s, ln_, mn_)
     notes += est_notes
     sigma, dy, dx = (reg.sigma, reg.dy, reg.dx) if reg is not None else (sigma_for_scale(s), 0.0, 0.0)
-    psf = gaussian_psf(s, sigma, (dy, dx))
+    psf = reg.psf(s) if reg is not None else gaussian_psf(s)
     prog.report(0.4, "spectral response")
     srf, response = _noref_response(sensor, nominal, lr, msi, s, psf, list(mm.band_names), ln, mn, notes)
     prog.report(0.55, "computing the consistency and the QNR")
     out = assess_noref_arrays(res, lr, msi, s, srf, psf, hr_valid, border)
     wl = None if lm.wavelengths is None else np.asarray(lm.wavelengths)[good]
     a = NoRefAssessment(bands=np.flatnonzero(good) + 1, wavelengths=wl, msi_band_names=list(mm.band_names),
-                        response=response, psf_sigma=sigma, psf_dy=dy, psf_dx=dx, scale=s, notes=notes, **out)
+                        response=response, psf_sigma=sigma, psf_dy=dy, psf_dx=dx, scale=s, notes=notes,
+                        psf_shape="gaussian" if reg is None else reg.shape, **out)
     if csv_out:
         write_noref_csv(a, csv_out)
     if html_out:
@@ -366,7 +369,8 @@ def write_noref_csv(a: NoRefAssessment, path: str | os.PathLike) -> None:
             w.writerow([k, f"{v:.6g}"])
         for k, v in (("psf_sigma_hr_px", a.psf_sigma), ("psf_dy_hr_px", a.psf_dy), ("psf_dx_hr_px", a.psf_dx)):
             w.writerow([k, f"{v:.4f}"])
-        w.writerows([["scale", a.scale], ["lr_pixels", a.lr_pixels], ["hr_pixels", a.hr_pixels], ["response", a.response]])
+        w.writerows([["psf_shape", a.psf_shape], ["scale", a.scale], ["lr_pixels", a.lr_pixels], ["hr_pixels", a.hr_pixels],
+                     ["response", a.response]])
         w.writerow([])
         w.writerow(["band", "wavelength_nm", "spatial_rmse", "spatial_psnr_db", "d_s", "d_lambda"])
         for i, b in enumerate(a.bands):
@@ -392,7 +396,7 @@ def write_noref_html(a: NoRefAssessment, path: str | os.PathLike, title: str = "
     Path(path).write_text(
         f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title></head><body>"
         f"<h2>{html.escape(title)}</h2><p>{a.lr_pixels} LR pixels and {a.hr_pixels} HR pixels scored, scale {a.scale}. "
-        f"Spectral response: {html.escape(a.response)}. PSF: Gaussian sigma {a.psf_sigma:.3f} HR px, offset "
+        f"Spectral response: {html.escape(a.response)}. PSF: {a.psf_shape}, sigma {a.psf_sigma:.3f} HR px, offset "
         f"dy {a.psf_dy:+.3f} dx {a.psf_dx:+.3f} HR px.</p>{notes}"
         f"<table border='1' cellspacing='0' cellpadding='4'><tr><th>metric</th><th>value</th></tr>{rows}</table>"
         f"<h3>Per MSI band: the result through the response vs the HR-MSI</h3>"

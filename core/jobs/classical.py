@@ -122,9 +122,8 @@ def _estimated_psf(lr_path, msi_path, geo, lr_name, msi_name) -> tuple[np.ndarra
             lr_name or os.path.basename(str(lr_path)), msi_name or os.path.basename(str(msi_path)))
     if reg is None:
         return None, notes or ["estimated degradation: the nominal one (centred Gaussian, FWHM = scale)"]
-    return reg.psf(geo.scale), [f"estimated degradation: offset dy {reg.dy:+.3f} dx {reg.dx:+.3f} HR px, PSF sigma "
-                                f"{reg.sigma:.3f} HR px (relative residual {reg.residual:.4f}, {reg.residual_centred:.4f} "
-                                "with the nominal one)"]
+    return reg.psf(geo.scale), [f"estimated degradation: {reg.describe()} (relative residual {reg.residual:.4f}, "
+                                f"{reg.residual_centred:.4f} with the nominal one)"]
 
 
 def _no_common_pixel(lr: np.ndarray, msi: np.ndarray, scale: int, lr_name: str, msi_name: str) -> ValueError:

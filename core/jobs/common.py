@@ -69,7 +69,7 @@ def estimate_degradation(read_lr, read_msi, lr_shape: tuple[int, int], scale: in
     :data:`SNAP_SIGMA` of the nominal one are snapped to it: a filter that differs from the pair's by
     less than the estimator can tell costs more than it gains at high PSNR.
     """
-    from ..sensor.estimate import estimate_registration
+    from ..sensor.estimate import BOX_SIGMA, estimate_registration
     from ..sensor.psf import sigma_for_scale
 
     rows, cols = (min(max_lr, n) for n in lr_shape)
@@ -84,13 +84,15 @@ def estimate_degradation(read_lr, read_msi, lr_shape: tuple[int, int], scale: in
         return None, [f"the degradation of '{lr_name}' / '{msi_name}' could not be estimated ({exc}); {fallback}"]
     nominal = sigma_for_scale(scale) if nominal_sigma is None else float(nominal_sigma)
     if max(abs(reg.dy), abs(reg.dx)) > 2.0 or not nominal / 3 <= reg.sigma <= 3 * nominal:
-        return None, [f"the estimated degradation of '{lr_name}' / '{msi_name}' (offset dy {reg.dy:+.2f} dx {reg.dx:+.2f} "
-                      f"HR px, PSF sigma {reg.sigma:.2f} HR px) is far from a matched pair: likely a registration or "
-                      f"scale problem between the two layers; {fallback}"]
+        return None, [f"the estimated degradation of '{lr_name}' / '{msi_name}' ({reg.describe()}) is far from a matched "
+                      f"pair: likely a registration or scale problem between the two layers; {fallback}"]
     if reg.residual >= reg.residual_centred:
         return None, [f"estimating the degradation of '{lr_name}' / '{msi_name}' explained nothing more than the nominal "
                       f"one (relative residual {reg.residual:.4f}); {fallback}"]
     dy, dx = (0.0 if abs(v) < SNAP_SHIFT_PX else v for v in (reg.dy, reg.dx))
+    if reg.shape == "box":  # snapped to the LR pixel's footprint, the block mean
+        side = float(scale) if abs(reg.side / scale - 1) < SNAP_SIGMA else reg.side
+        return replace(reg, dy=dy, dx=dx, side=side, sigma=side * BOX_SIGMA), []
     sigma = nominal if abs(reg.sigma / nominal - 1) < SNAP_SIGMA else reg.sigma
     if dy == 0 and dx == 0 and sigma == nominal:
         return None, []

@@ -12,7 +12,7 @@ from ..pairing import check_pair
 from ..progress import Progress, as_progress
 from ..raster_io import read_raster
 from ..sensor import estimate_srf
-from ..sensor.estimate import estimate_registration
+from ..sensor.estimate import Registration, estimate_registration
 from .common import response_for
 
 __all__ = ["SensorEstimate", "estimate_files", "write_srf_csv"]
@@ -22,7 +22,8 @@ __all__ = ["SensorEstimate", "estimate_files", "write_srf_csv"]
 class SensorEstimate:
     """``matrix`` ``(msi_bands, hsi_bands)`` with unit row sums, ``gain`` the row sums before that
     (radiometric gain between the images), per-band relative ``srf_residual``, the PSF ``sigma``
-    in HR pixels and its relative ``psf_residual``; ``scale`` from the pair's geometry; ``dy``, ``dx``
+    in HR pixels (the standard deviation of the PSF, of ``psf_shape`` ``gaussian`` or ``box``, a box of side
+    ``box_side``) and its relative ``psf_residual``; ``scale`` from the pair's geometry; ``dy``, ``dx``
     the registration offset in HR pixels (:func:`core.sensor.estimate.estimate_registration`) and
     ``psf_residual_centred`` the misfit with no offset and the nominal width."""
 
@@ -37,6 +38,13 @@ class SensorEstimate:
     dy: float = 0.0
     dx: float = 0.0
     psf_residual_centred: float = float("nan")
+    psf_shape: str = "gaussian"
+    box_side: float | None = None
+
+    def describe(self) -> str:
+        """The PSF and offset in words (:meth:`core.sensor.estimate.Registration.describe`)."""
+        return Registration(self.dy, self.dx, self.sigma, self.psf_residual, self.psf_residual_centred, 0, self.psf_shape,
+                            self.box_side).describe()
 
 
 def estimate_files(
@@ -78,10 +86,10 @@ def estimate_files(
     matrix = np.zeros((raw.shape[0], lr.shape[0]))
     matrix[:, good] = raw / gain[:, None]
     est = SensorEstimate(matrix, gain, srf_res, reg.sigma, reg.residual, geo.scale, list(mm.band_names), lm.wavelengths,
-                         reg.dy, reg.dx, reg.residual_centred)
+                         reg.dy, reg.dx, reg.residual_centred, reg.shape, reg.side)
     if srf_csv_out:
         write_srf_csv(est, srf_csv_out)
-    prog.report(1.0, f"sigma = {reg.sigma:.3f} HR px, offset dy {reg.dy:+.3f} dx {reg.dx:+.3f} HR px")
+    prog.report(1.0, reg.describe())
     return est
 
 

@@ -6,7 +6,7 @@ Conventions are in ``docs/ARCHITECTURE.md`` (sensor-model conventions). Numpy on
 
 from .degrade import HaloWindow, degrade_spatial, degrade_spatial_window, degrade_spectral, halo_window
 from .estimate import estimate_psf_sigma, estimate_srf
-from .psf import as_psf, gaussian_psf, halo, sigma_for_scale
+from .psf import as_psf, box_psf, gaussian_psf, halo, psf_kernel, sigma_for_scale
 from .simulate import add_noise, simulate_pair
 from .srf import SpectralResponse, band_resampling_matrix, default_msi_bands, list_sensors, load_srf_csv, spectral_response
 
@@ -16,6 +16,7 @@ __all__ = [
     "add_noise",
     "as_psf",
     "band_resampling_matrix",
+    "box_psf",
     "default_msi_bands",
     "degrade_spatial",
     "degrade_spatial_window",
@@ -27,6 +28,7 @@ __all__ = [
     "halo_window",
     "list_sensors",
     "load_srf_csv",
+    "psf_kernel",
     "sigma_for_scale",
     "simulate_pair",
     "spectral_response",

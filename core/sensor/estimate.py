@@ -3,20 +3,21 @@
 Both estimators use that spatial and spectral degradation commute: with ``S`` the blur +
 decimation and ``R`` the response matrix, ``S(MSI) = S(R HSI) = R S(HSI) = R LR_HSI``. This is the
 relative-response estimation of HySure (Simoes et al., IEEE TGRS 2015, ``sen_resp_est``) and of
-Yokoya's CNMF toolbox (``estR``), restricted here to a non-negative fit and a Gaussian PSF.
+Yokoya's CNMF toolbox (``estR``), restricted here to a non-negative fit and a Gaussian or box PSF.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 from scipy.optimize import minimize, minimize_scalar, nnls
 
 from .degrade import degrade_spatial, degrade_spectral
-from .psf import gaussian_psf, sigma_for_scale
+from .psf import PSF_SHAPES, gaussian_psf, psf_kernel, sigma_for_scale
 
-__all__ = ["estimate_srf", "estimate_psf_sigma", "Registration", "estimate_registration"]
+__all__ = ["estimate_srf", "estimate_psf_sigma", "Registration", "estimate_registration", "BOX_PREFERENCE"]
 
 
 def estimate_srf(lr_hsi: np.ndarray, hr_msi: np.ndarray, scale: int, psf=None, valid: np.ndarray | None = None,
@@ -85,13 +86,18 @@ def estimate_psf_sigma(lr_hsi: np.ndarray, hr_msi: np.ndarray, scale: int, srf_m
     return float(grid[k]), float(costs[k])
 
 
+BOX_SIGMA = 1.0 / math.sqrt(12.0)
+"""Standard deviation of a box of side 1 (continuous): a box PSF of side ``w`` HR pixels has ``sigma = w / sqrt(12)``."""
+
+
 @dataclass(frozen=True)
 class Registration:
     """The pair's spatial degradation: ``dy``, ``dx`` (HR pixels) by which each LR pixel's footprint
-    sits off the centre of its HR block (down / right positive), the Gaussian PSF ``sigma`` (HR
-    pixels), ``residual`` (relative RMS misfit of the LR-HSI explained by the degraded MSI at the
-    optimum) and ``residual_centred`` (the same with no shift and the nominal sigma), and the
-    ``pixels`` (LR) the fit used."""
+    sits off the centre of its HR block (down / right positive), the PSF ``shape`` (``gaussian`` or ``box``,
+    :data:`core.sensor.psf.PSF_SHAPES`), its standard deviation ``sigma`` (HR pixels; a box's is
+    ``side / sqrt(12)``) and, for a box, its ``side`` (HR pixels), ``residual`` (relative RMS misfit of the
+    LR-HSI explained by the degraded MSI at the optimum) and ``residual_centred`` (the same with no shift and
+    the nominal Gaussian), and the ``pixels`` (LR) the fit used."""
 
     dy: float
     dx: float
@@ -99,24 +105,53 @@ class Registration:
     residual: float
     residual_centred: float
     pixels: int
+    shape: str = "gaussian"
+    side: float | None = None
 
     def psf(self, scale: int) -> np.ndarray:
-        """The kernel of this estimate (:func:`core.sensor.psf.gaussian_psf` with the shift)."""
-        return gaussian_psf(scale, self.sigma, (self.dy, self.dx))
+        """The kernel of this estimate (:func:`core.sensor.psf.psf_kernel` with the shift)."""
+        width = self.sigma if self.shape == "gaussian" else self.side
+        return psf_kernel(self.shape, scale, width, (self.dy, self.dx))
+
+    def describe(self) -> str:
+        """``offset dy +0.500 dx +0.500 HR px, Gaussian PSF sigma 1.700 HR px`` (or ``box PSF side 4.000 HR px``)."""
+        size = f"Gaussian PSF sigma {self.sigma:.3f}" if self.shape == "gaussian" else f"box PSF side {self.side:.3f}"
+        return f"offset dy {self.dy:+.3f} dx {self.dx:+.3f} HR px, {size} HR px"
+
+
+BOX_PREFERENCE = 1.0
+"""A box PSF is chosen over the Gaussian when its misfit is below this factor times the Gaussian's: 1, the lower
+misfit wins. Set on pairs the benchmark never scores (``bench/experiments/psf_shape.py``,
+``bench/results/psf_shape.md``): of 120 Gaussian and 120 box pairs, 1 and 10 are classed wrong, the boxes mostly
+narrow ones (x0.7 of the LR pixel), which a narrow Gaussian fits about as well; 0.98 would class 51 boxes wrong."""
+
+SMALL_PAIR_PIXELS = 36
+"""On a pair too small for the full border margin, the estimate uses every LR pixel but the outermost ring (whose
+kernels read the crop's mirrored edge most) when that leaves at least this many pixels and three per unknown of
+the regression: an EnMAP + Sentinel-2 pair of 8 x 8 LR pixels at x8 is then estimated to 0.15 HR px
+(``tests/test_sensor.py``); an RGB pair of 6 x 6 LR pixels stays refused (errors of 0.3 px)."""
 
 
 def estimate_registration(lr_hsi: np.ndarray, hr_msi: np.ndarray, scale: int, max_shift: float = 2.5,
                           sigma_bounds: tuple[float, float] | None = None, components: int = 8,
-                          max_lr_pixels: int = 128 * 128, valid: np.ndarray | None = None) -> Registration:
-    """Sub-pixel misregistration and PSF width of a pair, from the pair alone (no SRF needed).
+                          max_lr_pixels: int = 128 * 128, valid: np.ndarray | None = None,
+                          shapes: tuple[str, ...] = PSF_SHAPES) -> Registration:
+    """Sub-pixel misregistration, PSF shape and PSF width of a pair, from the pair alone (no SRF needed).
 
     The LR-HSI's first ``components`` principal components are regressed (with an offset) on the
-    HR-MSI degraded by a shifted Gaussian PSF (:func:`core.sensor.psf.gaussian_psf` with ``shift``);
-    the shift and width that leave the smallest misfit are the estimate (variable projection: the
-    spectral weights are solved exactly at each trial). A grid over shifts of +-``max_shift`` HR
-    pixels (half-pixel steps) at the nominal width, then Nelder-Mead over ``(dy, dx, sigma)``.
-    Inputs as :func:`estimate_srf`; a central crop of at most ``max_lr_pixels`` LR pixels is used.
+    HR-MSI degraded by a shifted PSF (:func:`core.sensor.psf.psf_kernel` with ``shift``); the shift and width
+    that leave the smallest misfit are the estimate (variable projection: the spectral weights are solved
+    exactly at each trial). A grid over shifts of +-``max_shift`` HR pixels (half-pixel steps) at the nominal
+    Gaussian, then Nelder-Mead over ``(dy, dx, width)`` for each of ``shapes``: a Gaussian of ``sigma`` in
+    ``sigma_bounds`` (default ``(0.25, 1.0) * scale`` HR px) and a pixel-integrated box of the same standard
+    deviations (side ``sqrt(12)`` times). The box is chosen when its misfit is below :data:`BOX_PREFERENCE`
+    times the Gaussian's. Inputs as :func:`estimate_srf`; a central crop of at most ``max_lr_pixels`` LR
+    pixels is used, less a border of ``ceil(max_shift / scale) + 1`` LR pixels (one on small pairs:
+    :data:`SMALL_PAIR_PIXELS`); ``ValueError`` when too few pixels remain.
     """
+    unknown = set(shapes) - set(PSF_SHAPES)
+    if unknown or not shapes:
+        raise ValueError(f"PSF shapes must be some of {', '.join(PSF_SHAPES)}, got {shapes!r}")
     lr = np.asarray(lr_hsi, np.float32)
     rows, cols = lr.shape[1:]
     side = int(np.sqrt(max_lr_pixels))
@@ -129,10 +164,13 @@ def estimate_registration(lr_hsi: np.ndarray, hr_msi: np.ndarray, scale: int, ma
         keep &= np.asarray(valid, bool)[r0:r1, c0:c1]
     hr_ok = np.isfinite(hr).all(axis=0).reshape(r1 - r0, scale, c1 - c0, scale).all(axis=(1, 3))
     keep &= hr_ok
-    margin = int(np.ceil(max_shift / scale)) + 1  # LR pixels whose kernel may reach the crop's reflected edge
-    keep[:margin], keep[-margin:], keep[:, :margin], keep[:, -margin:] = False, False, False, False
-    if keep.sum() < 4 * (hr.shape[0] + 2):
-        raise ValueError(f"too few valid LR pixels ({int(keep.sum())}) to estimate the registration")
+    inner = _inside(keep, int(np.ceil(max_shift / scale)) + 1)  # LR pixels whose kernel stays off the reflected edge
+    if inner.sum() >= 4 * (hr.shape[0] + 2):
+        keep = inner
+    else:
+        keep = _inside(keep, 1)
+        if keep.sum() < max(SMALL_PAIR_PIXELS, 3 * (hr.shape[0] + 1)):
+            raise ValueError(f"too few valid LR pixels ({int(inner.sum())}) to estimate the registration")
     hr = np.where(np.isfinite(hr), hr, np.float32(0))
     y = lr.reshape(lr.shape[0], -1)[:, keep.reshape(-1)].astype(np.float64)
     y -= y.mean(axis=1, keepdims=True)
@@ -142,11 +180,12 @@ def estimate_registration(lr_hsi: np.ndarray, hr_msi: np.ndarray, scale: int, ma
     lo, hi = sigma_bounds if sigma_bounds is not None else (0.25 * scale, 1.0 * scale)
     nominal = sigma_for_scale(scale)
 
-    def cost(p: np.ndarray) -> float:
-        dy, dx, sigma = (float(v) for v in p)
+    def cost(p: np.ndarray, shape: str = "gaussian") -> float:
+        dy, dx, sigma = (float(v) for v in p)  # sigma: the PSF's standard deviation, whatever its shape
         if not lo <= sigma <= hi or abs(dy) > max_shift or abs(dx) > max_shift:
             return 1.0 + abs(dy) + abs(dx)
-        deg = degrade_spatial(hr, scale, gaussian_psf(scale, sigma, (dy, dx)))
+        width = sigma if shape == "gaussian" else sigma / BOX_SIGMA
+        deg = degrade_spatial(hr, scale, psf_kernel(shape, scale, width, (dy, dx)))
         a = deg.reshape(deg.shape[0], -1)[:, keep.reshape(-1)].astype(np.float64)
         a = np.vstack([a - a.mean(axis=1, keepdims=True), np.ones(a.shape[1])])
         coef, *_ = np.linalg.lstsq(a.T, y.T, rcond=None)
@@ -156,15 +195,27 @@ def estimate_registration(lr_hsi: np.ndarray, hr_msi: np.ndarray, scale: int, ma
     steps = np.arange(-max_shift, max_shift + 1e-9, 0.5)
     grid = [(cost(np.array([dy, dx, nominal])), dy, dx) for dy in steps for dx in steps]
     _, dy0, dx0 = min(grid)
-    best = None
-    for s0 in (nominal, 0.6 * nominal + 0.4 * lo, 0.6 * nominal + 0.4 * hi):
-        res = minimize(cost, np.array([dy0, dx0, s0]), method="Nelder-Mead",
-                       options={"xatol": 2e-3, "fatol": 1e-9, "initial_simplex": np.array(
-                           [[dy0, dx0, s0], [dy0 + 0.25, dx0, s0], [dy0, dx0 + 0.25, s0], [dy0, dx0, s0 * 1.15]])})
-        if best is None or res.fun < best.fun:
-            best = res
-    dy, dx, sigma = (float(v) for v in best.x)
-    return Registration(dy, dx, sigma, float(best.fun), centred, int(keep.sum()))
+    fits = {}
+    for shape in shapes:
+        for s0 in (nominal, 0.6 * nominal + 0.4 * lo, 0.6 * nominal + 0.4 * hi):
+            res = minimize(cost, np.array([dy0, dx0, s0]), args=(shape,), method="Nelder-Mead",
+                           options={"xatol": 2e-3, "fatol": 1e-9, "initial_simplex": np.array(
+                               [[dy0, dx0, s0], [dy0 + 0.25, dx0, s0], [dy0, dx0 + 0.25, s0], [dy0, dx0, s0 * 1.15]])})
+            if shape not in fits or res.fun < fits[shape].fun:
+                fits[shape] = res
+    shape = shapes[0] if len(fits) == 1 else (
+        "box" if fits["box"].fun < BOX_PREFERENCE * fits["gaussian"].fun else "gaussian")
+    dy, dx, sigma = (float(v) for v in fits[shape].x)
+    return Registration(dy, dx, sigma, float(fits[shape].fun), centred, int(keep.sum()), shape,
+                        None if shape == "gaussian" else sigma / BOX_SIGMA)
+
+
+def _inside(mask: np.ndarray, margin: int) -> np.ndarray:
+    """``mask`` with a border of ``margin`` pixels cleared."""
+    out = np.zeros_like(mask)
+    out[margin:mask.shape[0] - margin, margin:mask.shape[1] - margin] = mask[margin:mask.shape[0] - margin,
+                                                                              margin:mask.shape[1] - margin]
+    return out
 
 
 def _fit_pixels(a: np.ndarray, b: np.ndarray, valid: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:

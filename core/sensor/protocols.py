@@ -41,13 +41,12 @@ from pathlib import Path
 import numpy as np
 
 from .degrade import degrade_spectral
-from .psf import sigma_for_scale
+from .psf import PSF_SHAPES, box_taps, sigma_for_scale
 from .simulate import add_noise
 from .srf import SpectralResponse, load_srf_csv, spectral_response
 
 __all__ = ["Degradation", "TruePSF", "PROTOCOLS", "TRAINING_RANGES", "random_degradation", "protocol"]
 
-PSF_KINDS = ("gaussian", "box")
 PARITIES = ("centred", "odd")
 
 
@@ -107,8 +106,8 @@ class Degradation:
     name: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
-        if self.psf not in PSF_KINDS:
-            raise ValueError(f"Degradation psf must be one of {PSF_KINDS}, got {self.psf!r}")
+        if self.psf not in PSF_SHAPES:
+            raise ValueError(f"Degradation psf must be one of {PSF_SHAPES}, got {self.psf!r}")
         if self.parity not in PARITIES:
             raise ValueError(f"Degradation parity must be one of {PARITIES}, got {self.parity!r}")
         if not (math.isfinite(self.width) and self.width > 0):
@@ -173,10 +172,9 @@ class Degradation:
             x = np.arange(k, dtype=np.float64) - centre - s  # distance of each tap from the PSF centre, HR px
             if gaussian:
                 w = np.exp(-0.5 * (x / self.sigma(scale)) ** 2)
+                taps.append(w / w.sum())
             else:
-                half_side = self.box_side(scale) / 2.0
-                w = np.clip(np.minimum(x + 0.5, half_side) - np.maximum(x - 0.5, -half_side), 0.0, None)
-            taps.append(w / w.sum())
+                taps.append(box_taps(x, self.box_side(scale)))
         return taps[0], taps[1], k // 2
 
     def spatial(self, hr: np.ndarray, scale: int) -> np.ndarray:

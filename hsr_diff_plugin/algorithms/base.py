@@ -28,7 +28,7 @@ def tr(text: str) -> str:
 
 
 DEGRADATION_OPTIONS = [
-    ("estimate", tr("Estimate from the pair (sub-pixel offset and PSF width)")),
+    ("estimate", tr("Estimate from the pair (sub-pixel offset, PSF shape and width)")),
     ("model", tr("Nominal (as the model was trained: centred Gaussian)")),
 ]
 """The ``DEGRADATION`` parameter's choices, in the order of ``core.jobs.common.DEGRADATIONS``."""

@@ -32,7 +32,7 @@ class ClassicalFusionAlgorithm(HsrDiffAlgorithm):
         "response, estimated from the pair when none is given).<br>The pair must share a CRS, overlap, and have an "
         "integer pixel-size ratio (2-16) on aligned grids; the output covers their common area on the MSI grid, "
         "keeps the HSI wavelengths and is nodata where either input is. PSF sigma in HR pixels (0 = FWHM equals the "
-        "scale). Degradation <i>estimate</i> (the default, when sigma is 0) fits the PSF width and the sub-pixel offset "
+        "scale). Degradation <i>estimate</i> (the default, when sigma is 0) fits the PSF (Gaussian or box) and the sub-pixel offset "
         "between the LR grid and the MSI to the pair and uses that filter (the log says what was found).<br>"
         "Bicubic and MTF-GLP-HS run window by window, so any area fits (MTF-GLP-HS fits its regression on a "
         "bounded sample of the area). GSA and CNMF hold the whole common area in memory (about 5 output-sized float32 "
