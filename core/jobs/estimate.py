@@ -12,7 +12,7 @@ from ..pairing import check_pair
 from ..progress import Progress, as_progress
 from ..raster_io import read_raster
 from ..sensor import estimate_srf
-from ..sensor.estimate import Registration, estimate_registration
+from ..sensor.estimate import describe_psf, estimate_registration
 from .common import response_for
 
 __all__ = ["SensorEstimate", "estimate_files", "write_srf_csv"]
@@ -42,9 +42,8 @@ class SensorEstimate:
     box_side: float | None = None
 
     def describe(self) -> str:
-        """The PSF and offset in words (:meth:`core.sensor.estimate.Registration.describe`)."""
-        return Registration(self.dy, self.dx, self.sigma, self.psf_residual, self.psf_residual_centred, 0, self.psf_shape,
-                            self.box_side).describe()
+        """The PSF and offset in words (:func:`core.sensor.estimate.describe_psf`)."""
+        return describe_psf(self.dy, self.dx, self.psf_shape, self.sigma, self.box_side)
 
 
 def estimate_files(

@@ -17,7 +17,8 @@ from scipy.optimize import minimize, minimize_scalar, nnls
 from .degrade import degrade_spatial, degrade_spectral
 from .psf import PSF_SHAPES, gaussian_psf, psf_kernel, sigma_for_scale
 
-__all__ = ["estimate_srf", "estimate_psf_sigma", "Registration", "estimate_registration", "BOX_PREFERENCE"]
+__all__ = ["estimate_srf", "estimate_psf_sigma", "Registration", "estimate_registration", "describe_psf",
+           "BOX_PREFERENCE"]
 
 
 def estimate_srf(lr_hsi: np.ndarray, hr_msi: np.ndarray, scale: int, psf=None, valid: np.ndarray | None = None,
@@ -114,9 +115,14 @@ class Registration:
         return psf_kernel(self.shape, scale, width, (self.dy, self.dx))
 
     def describe(self) -> str:
-        """``offset dy +0.500 dx +0.500 HR px, Gaussian PSF sigma 1.700 HR px`` (or ``box PSF side 4.000 HR px``)."""
-        size = f"Gaussian PSF sigma {self.sigma:.3f}" if self.shape == "gaussian" else f"box PSF side {self.side:.3f}"
-        return f"offset dy {self.dy:+.3f} dx {self.dx:+.3f} HR px, {size} HR px"
+        """This estimate in words (:func:`describe_psf`)."""
+        return describe_psf(self.dy, self.dx, self.shape, self.sigma, self.side)
+
+
+def describe_psf(dy: float, dx: float, shape: str, sigma: float, side: float | None) -> str:
+    """``offset dy +0.500 dx +0.500 HR px, Gaussian PSF sigma 1.700 HR px`` (or ``box PSF side 4.000 HR px``)."""
+    size = f"Gaussian PSF sigma {sigma:.3f}" if shape == "gaussian" else f"box PSF side {side:.3f}"
+    return f"offset dy {dy:+.3f} dx {dx:+.3f} HR px, {size} HR px"
 
 
 BOX_PREFERENCE = 1.0
