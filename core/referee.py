@@ -33,6 +33,8 @@ import numpy as np
 
 from . import metrics
 from .sensor.degrade import degrade_spatial, degrade_spectral
+from .sensor.noise import band_noise_std
+from .sensor.psf import as_psf
 
 __all__ = ["CHECK_LR", "MIN_REDUCED_LR", "SMALL_REDUCED_LR", "TIE_DB", "Score", "Verdict", "choose", "find_crop", "score_candidates"]
 
@@ -154,19 +156,23 @@ def find_crop(read_lr: Callable[[int, int, int, int], np.ndarray], read_msi: Cal
 
 def score_candidates(lr: np.ndarray, msi: np.ndarray, scale: int, psf, srf: np.ndarray, fusers: dict[str, Fuser],
                      crop: tuple[int, int] = (0, 0), progress: Callable[[float, str], None] | None = None,
-                     bands: np.ndarray | None = None, msi_bands: np.ndarray | None = None) -> Verdict:
+                     bands: np.ndarray | None = None, msi_bands: np.ndarray | None = None,
+                     restore_noise: bool = True) -> Verdict:
     """Score every fuser on the pair crop ``lr (C, n, n)`` / ``msi (M, n*s, n*s)`` (NaN-free, physical units).
 
     ``psf``: the kernel from the HR onto the LR grid (estimated, offset included); ``srf`` ``(M, C)``
     MSI units per HSI unit (``MSI ~= srf @ HSI``, e.g. :func:`core.sensor.estimate_srf`). ``crop``: the
     crop's LR origin, for the report. ``bands`` / ``msi_bands``: bool masks of the bands scored (e.g.
     without bands that hold no data; default all); bands constant over the crop are never scored. A fuser
-    that raises is reported with its error and cannot win. Raises ``ValueError`` when every fuser failed.
+    that raises is reported with its error and cannot win. ``restore_noise``: give the degraded LR-HSI back the
+    noise the degradation averaged away (:func:`_lost_noise`). Raises ``ValueError`` when every fuser failed.
     """
     s = int(scale)
     hb = (np.ones(lr.shape[0], bool) if bands is None else np.asarray(bands, bool)) & (np.ptp(lr, axis=(1, 2)) > 0)
     mb = (np.ones(msi.shape[0], bool) if msi_bands is None else np.asarray(msi_bands, bool)) & (np.ptp(msi, axis=(1, 2)) > 0)
     lr_r = degrade_spatial(lr, s, psf)
+    if restore_noise:
+        lr_r = lr_r + _lost_noise(lr, hb, s, psf, lr_r.shape)
     msi_r = degrade_spatial(msi, s, psf)
     border = s  # LR pixels of the degraded pair's border, where its PSF reads the mirrored edge
     k_r, k_c = (min(CONSISTENCY_LR, n) for n in lr.shape[1:])
@@ -193,6 +199,23 @@ def score_candidates(lr: np.ndarray, msi: np.ndarray, scale: int, psf, srf: np.n
     if not ranked:
         raise ValueError("no candidate could be scored: " + "; ".join(f"{s.name}: {s.error}" for s in scores))
     return Verdict(scores, choose(scores), (crop[0], crop[1], lr.shape[1], lr.shape[2]), np.asarray(srf))
+
+
+def _lost_noise(lr: np.ndarray, bands: np.ndarray, scale: int, psf, shape: tuple) -> np.ndarray:
+    """Noise ``shape`` (the degraded LR-HSI's) that gives the degraded LR-HSI the noise level of ``lr``.
+
+    Blurring and decimating white noise of standard deviation ``sd`` leaves ``sd * sqrt(sum(h^2))`` (``h`` the
+    PSF's taps), so the degraded pair is far cleaner than the pair itself, and a method that denoises (CNMF's
+    low-rank unmixing) loses its edge one scale down. Added: ``sd * sqrt(1 - sum(h^2))`` per band, ``sd`` from
+    :func:`core.sensor.noise.band_noise_std` on the bands in ``bands`` (0 elsewhere), seed 0. The LR-HSI's noise
+    only: the HR-MSI's cannot be told from its texture on a crop of a few bands.
+    """
+    sd = np.zeros(lr.shape[0])
+    if bands.sum() >= 2:
+        sd[bands] = band_noise_std(lr[bands])
+    keep = float(np.sum(np.square(as_psf(psf, scale))))
+    rng = np.random.default_rng(0)
+    return (rng.standard_normal(shape) * (sd * np.sqrt(max(0.0, 1.0 - keep)))[:, None, None]).astype(np.float32)
 
 
 def choose(scores: list[Score]) -> str:

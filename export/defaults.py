@@ -46,8 +46,8 @@ def add_sampler_arguments(ap) -> None:
     ap.add_argument("--batch", type=int, default=1, help="tiles per network call")
     ap.add_argument("--device", choices=("auto", "cpu", "cuda", "tensorrt"), default=DEFAULT_DEVICE)
     ap.add_argument("--degradation", choices=("estimate", "model"), default=DEFAULT_DEGRADATION,
-                    help="estimate: match the conditioning base's PSF and sub-pixel offset to the pair (default); "
-                         "model: as trained")
+                    help="estimate: match the conditioning base's PSF and sub-pixel offset to the pair and denoise a "
+                         "noisy LR-HSI (default); model: as trained, the LR-HSI as it is")
     ap.add_argument("--check", choices=CHECKS, default=DEFAULT_CHECK,
                     help="best: score the model and MTF-GLP-HS, GSA and CNMF on the pair (Wald's protocol and "
                          "consistency, on a crop) and write the best (default); report: score them, write the model's "

@@ -276,7 +276,8 @@ def recover_state_dict(proto, model, source: str = "<model>") -> dict:
     if missing:
         extra = f"; initialisers not identified: {', '.join(unmatched)}" if unmatched else ""
         raise ValueError(f"{source}: cannot recover {len(missing)} of the model's {len(state)} weight tensors from the graph "
-                         f"({', '.join(missing)}){extra}")
+                         f"({', '.join(missing)}){extra}; a file exported by an earlier hsr-diff has another graph layout: "
+                         "fine-tune from its checkpoint folder instead")
     for i, k in enumerate(keys):
         out[k] = torch.from_numpy(flat[starts[i]:starts[i + 1]].reshape(tuple(state[k].shape)).copy())
     return {k: out[k] for k in state}
@@ -311,6 +312,11 @@ def cdformer_from_onnx(path: str | os.PathLike):
         model = CDFormer(dict(meta.model_config))
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{path}: the metadata's model_config does not build a CDFormer ({exc})") from exc
+    if meta.graph == "split" and meta.features != model.feature_count:
+        raise ValueError(f"{path}: exported by an earlier hsr-diff ({meta.features} feature tensors between the graph's "
+                         f"parts, this version's CDFormer has {model.feature_count}), so its weights cannot be read back "
+                         "from the graph; fine-tune from its checkpoint folder, or re-export that with "
+                         "`python -m export.onnx_export CHECKPOINT_DIR OUT.onnx`")
     proto = onnx.load(path)
     document = json.loads({p.key: p.value for p in proto.metadata_props}[METADATA_KEY])
     model.load_state_dict(recover_state_dict(proto, model, path))

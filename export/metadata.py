@@ -101,7 +101,7 @@ class ModelMetadata:
     # The conditioning image the model was trained on (core.conditioning.BASES).
     base: str = "bicubic"
     graph: str = "fused"  # GRAPHS
-    features: int = 0  # feature tensors between the split graph's two parts (its stream's layers)
+    features: int = 0  # tensors between the split graph's two parts (CDFormer.feature_count)
     width: int = 0  # channels of each feature tensor
     # The factor k and the activity weight c that turn the spread of the samples into a calibrated standard
     # deviation of the error (core.uncertainty; fitted on training pixels by bench/diffusion.py); 1 and 0 =

@@ -52,7 +52,7 @@ def _graph_module(model, split: bool, fp16: bool):
 
     import torch
 
-    count = len(model.sr_layers)
+    count = model.feature_count
 
     class Graph(torch.nn.Module):
         def __init__(self, inner):
@@ -92,7 +92,7 @@ def export_model(model, export_info: dict, out_path: str | os.PathLike, fp16: bo
     if mult != meta.spatial_multiple:
         raise ValueError(f"the model's spatial_multiple ({mult}) differs from export_info's ({meta.spatial_multiple})")
     if split:
-        meta = dataclasses.replace(meta, graph="split", features=len(model.sr_layers), width=int(model.cfg.width))
+        meta = dataclasses.replace(meta, graph="split", features=model.feature_count, width=int(model.cfg.width))
     model = _graph_module(copy.deepcopy(model).cpu().float().eval(), split, fp16).eval()
     side = int(example_size or 2 * mult)
     n = 2

@@ -32,6 +32,7 @@ from core.jobs.common import DEGRADATIONS, SNAP_SHIFT_PX, SNAP_SIGMA, estimate_d
 from core.pairing import PairGeometry, check_pair
 from core.progress import Cancelled, Progress
 from core.raster_io import RasterReader, RasterWriter, Window, bands_with_data, bounded_gdal_cache, commit_all, output_options
+from core.sensor.noise import DENOISE_BELOW_DB, SpectralDenoiser, fit_denoiser
 
 from . import defaults as dflt
 from .check import check_scene, write_classical
@@ -51,6 +52,8 @@ PHASES = {"check": 0.02, "base": 0.05, "adapt": 0.05, "referee": 0.12}
 classical methods, then the tiles (or the classical method that won); with adaptation, :data:`ADAPT_PHASES`."""
 ADAPT_PHASES = PHASES | {"adapt": 0.6, "referee": 0.7}
 """The phases of a run that adapts the model first (the adaptation's budget is most of its time)."""
+DENOISE_FIT_LR = 128
+"""LR pixels a side of the central crop the LR-HSI's noise and denoiser are estimated on."""
 
 
 class _Eta(Progress):
@@ -123,13 +126,15 @@ def _verdict_note(verdict, method: str, first: str = "model") -> str:
 class RasterPairSource:
     """Tiles of a GDAL LR-HSI / HR-MSI pair over their common area (``core.pairing``), as ``plan`` says.
 
-    Every read gives the plan's bands in the model's order and units (:class:`export.inputs.InputPlan`).
+    Every read gives the plan's bands in the model's order and units (:class:`export.inputs.InputPlan`), the LR-HSI
+    denoised by ``lr_denoiser`` when there is one.
     ``dead_msi`` (in the model's band order) marks MSI bands with no valid pixel: they are left out of the validity test.
     """
 
     def __init__(self, lr: RasterReader, msi: RasterReader, geom: PairGeometry, plan: InputPlan,
-                 dead_msi: np.ndarray | None = None):
+                 dead_msi: np.ndarray | None = None, lr_denoiser: SpectralDenoiser | None = None):
         self.lr, self.msi, self.geom, self.plan = lr, msi, geom, plan
+        self.lr_denoiser = lr_denoiser
         self.scale = geom.scale
         self.rows, self.cols = geom.msi_window.height, geom.msi_window.width
         self.lr_shape = (geom.lr_window.height, geom.lr_window.width)
@@ -141,7 +146,8 @@ class RasterPairSource:
     def _read_lr(self, w: Window) -> np.ndarray:
         lw = self.geom.lr_window
         a = self.lr.read(Window(lw.col_off + w.col_off, lw.row_off + w.row_off, w.width, w.height), bands=self.plan.lr_bands)
-        return self.plan.lr_units.apply(a)
+        a = self.plan.lr_units.apply(a)
+        return a if self.lr_denoiser is None else self.lr_denoiser.apply(a)
 
     def read_lr_block(self, row0: int, col0: int, rows: int, cols: int) -> np.ndarray:
         return self._read_lr(Window(col0, row0, cols, rows))
@@ -209,7 +215,8 @@ class SceneSetup:
     (:mod:`export.batch`) rebuild the scene's source without repeating the scan or the fits.
 
     ``dead_lr`` / ``dead_msi``: bands with no valid pixel (model order); ``registration``: the
-    degradation estimate used (None = the model's nominal one); ``base_fit``: the global part of the
+    degradation estimate used (None = the model's nominal one); ``lr_denoiser``: the LR-HSI's spectral
+    denoiser (None = read as it is); ``base_fit``: the global part of the
     conditioning base (:class:`core.baselines.glp.GLPFit`, None for a bicubic base); ``notes``: the
     warnings the setup raised.
     """
@@ -218,6 +225,7 @@ class SceneSetup:
     dead_msi: np.ndarray
     registration: object | None = None
     base_fit: object | None = None
+    lr_denoiser: SpectralDenoiser | None = None
     notes: list[str] = field(default_factory=list)
 
 
@@ -244,10 +252,14 @@ def _setup(source: RasterPairSource, md, geom: PairGeometry, ln: str, mn: str, d
     dead_lr, dead_msi, notes = _dead_bands(source, ln, mn, prog.sub(0.0, PHASES["check"]))
     for n in notes:
         log.warning(n)
-    reg = None
+    reg = lr_denoiser = None
+    if degradation == "estimate":
+        prog.report(PHASES["check"], "estimating the LR-HSI's noise")
+        lr_denoiser, why = _fit_lr_denoiser(source, dead_lr, ln)
+        notes += why
     if degradation == "estimate" and md.base != "bicubic":
         prog.report(PHASES["check"], "estimating the pair's degradation")
-        source = RasterPairSource(source.lr, source.msi, geom, source.plan, dead_msi)
+        source = RasterPairSource(source.lr, source.msi, geom, source.plan, dead_msi, lr_denoiser)
         reg, why = estimate_degradation(source.read_lr_block, source.read_msi_block, source.lr_shape, geom.scale, ln, mn,
                                         md.psf_sigma)
         for n in why:
@@ -259,7 +271,27 @@ def _setup(source: RasterPairSource, md, geom: PairGeometry, ln: str, mn: str, d
         if reg is not None:
             log.info("estimated degradation: %s (model: Gaussian sigma %.3f); relative residual %.4f (%.4f with the "
                      "nominal one)", reg.describe(), md.psf_sigma or float("nan"), reg.residual, reg.residual_centred)
-    return SceneSetup(dead_lr, dead_msi, reg, None, notes)
+    return SceneSetup(dead_lr, dead_msi, reg, None, lr_denoiser, notes)
+
+
+def _fit_lr_denoiser(source: RasterPairSource, dead_lr: np.ndarray, ln: str) -> tuple[SpectralDenoiser | None, list[str]]:
+    """The LR-HSI's spectral denoiser (:func:`core.sensor.noise.fit_denoiser`), fitted on its central
+    :data:`DENOISE_FIT_LR` LR px a side (the bands with data there; the others pass through), or None (logged: its
+    SNR is high enough, or there are too few valid pixels, with a note)."""
+    rows, cols = source.lr_shape
+    n_r, n_c = min(rows, DENOISE_FIT_LR), min(cols, DENOISE_FIT_LR)
+    block = source.read_lr_block((rows - n_r) // 2, (cols - n_c) // 2, n_r, n_c)
+    try:
+        den, snr = fit_denoiser(block, ~dead_lr & np.isfinite(block).any(axis=(1, 2)))
+    except ValueError as exc:
+        note = f"LR-HSI layer '{ln}': its noise could not be estimated ({exc}); it is fused as it is"
+        log.warning(note)
+        return None, [note]
+    if den is None:
+        log.info("LR-HSI SNR %.1f dB (estimated): not denoised (at least %.0f dB)", snr, DENOISE_BELOW_DB)
+    else:
+        log.info("%s", den.describe())
+    return den, []
 
 
 def open_scene(stack: ExitStack, lr_path, msi_path, model_path, md=None, lr_name: str | None = None,
@@ -288,7 +320,7 @@ def open_scene(stack: ExitStack, lr_path, msi_path, model_path, md=None, lr_name
         prog.report(0.0, "checking the inputs")
         setup = _setup(RasterPairSource(lr, msi, geom, plan), md, geom, ln, mn, degradation, prog)
     notes = list(geom.notes) + plan.notes + setup.notes  # check_pair logged its own
-    pair = RasterPairSource(lr, msi, geom, plan, setup.dead_msi)
+    pair = RasterPairSource(lr, msi, geom, plan, setup.dead_msi, setup.lr_denoiser)
     reg = setup.registration
     source = with_conditioning(pair, md, prog.sub(PHASES["check"], PHASES["base"]).report, setup.dead_lr, setup.dead_msi,
                                None if reg is None else reg.psf(geom.scale), setup.base_fit)
@@ -298,6 +330,7 @@ def open_scene(stack: ExitStack, lr_path, msi_path, model_path, md=None, lr_name
     nodata = next((v for v in lm.nodata if v is not None), None)
     provenance = {"hsr_diff_degradation": "model" if reg is None else
                   f"estimated: {reg.describe()}",
+                  "hsr_diff_lr_denoise": "none" if setup.lr_denoiser is None else setup.lr_denoiser.describe(),
                   "hsr_diff_model": os.path.basename(os.fspath(model_path)), "hsr_diff_model_info": md.describe(),
                   "hsr_diff_sampler": sampler_note,
                   "hsr_diff_inputs": f"{os.path.basename(os.fspath(lr_path))} + {os.path.basename(os.fspath(msi_path))}"}
@@ -427,7 +460,9 @@ def superresolve(
     averages several samples; their per-pixel standard deviation goes to ``uncertainty_path``.
     ``degradation``: ``estimate`` matches the conditioning base's PSF (width and sub-pixel offset)
     to the pair (:func:`core.jobs.common.estimate_degradation`, logged with its residual), ``model``
-    keeps the model's nominal one; it matters for models on a global base (``mtf_glp_hs``).
+    keeps the model's nominal one; it matters for models on a global base (``mtf_glp_hs``). ``estimate`` also
+    estimates the LR-HSI's noise and, below :data:`core.sensor.noise.DENOISE_BELOW_DB` of SNR, denoises the LR-HSI
+    spectrally (:class:`core.sensor.noise.SpectralDenoiser`) for every reader of it: the base, the model, the check.
     ``denoiser``: an already opened :class:`~export.sampler.Denoiser` of ``model_path`` (``device``,
     ``threads`` and ``allow_fallback`` are then its own), e.g. one per worker of :mod:`export.batch`.
     ``output_type``: ``float32`` or ``int16`` (scaled integers, nodata -32768: reflectance in 0-1 is stored

@@ -147,3 +147,25 @@ def test_a_small_pair_is_checked_on_a_small_crop_and_a_bad_model_still_replaced(
     res = superresolve(p["lr"], p["msi"], bad, tmp_path / "out.tif", steps=1)  # 42 x 20 LR px: under 8 x 3 a side
     assert any("too small for Wald's protocol" in n and "checked on a" in n for n in res.notes)
     assert res.method in CLASSICAL and res.check.crop[2] >= 4 * 3
+
+
+def test_the_degraded_pair_gets_back_the_noise_of_the_lr_hsi(shared_data):
+    """Wald's degradation averages the LR-HSI's noise away (to about a sixth at x2 with a sigma-0.85 PSF); the
+    check adds it back, so the degraded LR-HSI is as noisy as the pair's, and a denoising method is judged on a
+    pair like the user's."""
+    from core.referee import _lost_noise
+    from core.sensor import degrade_spatial, gaussian_psf
+    from core.sensor.noise import band_noise_std
+
+    hr, _ = read_raster(shared_data / "enmap_potsdam_southeast.tif")
+    lr = hr[:, :128, :64].astype(np.float64)
+    lr = lr[np.isfinite(lr).all(axis=(1, 2)) & (np.ptp(lr, axis=(1, 2)) > 0)]  # every band with data, so neighbours are close
+    sd = lr.mean(axis=(1, 2)) / 10 ** (35 / 20)
+    lr = (lr + np.random.default_rng(1).standard_normal(lr.shape) * sd[:, None, None]).astype(np.float32)
+    s, psf = 2, gaussian_psf(2)
+    low = degrade_spatial(lr, s, psf)
+    bands = np.ones(lr.shape[0], bool)
+    restored = low + _lost_noise(lr, bands, s, psf, low.shape)
+    assert np.median(band_noise_std(low) / sd) < 0.6
+    assert 0.8 < np.median(band_noise_std(restored) / sd) < 1.3
+    assert np.array_equal(restored, low + _lost_noise(lr, bands, s, psf, low.shape))  # the same draw every run

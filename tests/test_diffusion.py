@@ -70,7 +70,7 @@ def test_split_graph_matches_torch(split_model):
 
     path, net, _ = split_model
     den = Denoiser(path, device="cpu", threads=1)
-    assert den.split and den.metadata.features == len(net.sr_layers)
+    assert den.split and den.metadata.features == net.feature_count
     z0, base, msi = _inputs(2, np.random.default_rng(3))
     noisy, level = torch.randn_like(z0), torch.tensor([0.3, 0.9])
     with torch.no_grad():

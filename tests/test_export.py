@@ -72,7 +72,7 @@ def test_metadata_round_trip_in_file(tiny):
     onnx.checker.check_model(str(path), full_check=True)
     m = onnx.load(str(path))
     assert m.opset_import[0].version == 17
-    assert md.graph == "split" and md.features == len(model.sr_layers) and md.width == model.cfg.width
+    assert md.graph == "split" and md.features == model.feature_count and md.width == model.cfg.width
     f_in, f_out = [f"features_in_{k}" for k in range(md.features)], [f"features_{k}" for k in range(md.features)]
     assert [i.name for i in m.graph.input] == ["noisy", "noise_level", "base", *f_in, "lr_up", "msi"]
     assert [o.name for o in m.graph.output] == ["x0", *f_out]

@@ -165,6 +165,20 @@ def test_refuses_unrecoverable_weights(fresh, tmp_path):
         cdformer_from_onnx(path)
 
 
+def test_refuses_a_split_file_of_the_earlier_layout(fresh, tmp_path):
+    """A split file whose step part reads one feature fewer (the base's share of the input convolution computed at
+    every step, as exported before) is refused with a message naming the way out."""
+    import shutil
+
+    from export.onnx_export import update_metadata
+
+    paths, model = fresh
+    old = shutil.copy(paths["split"], tmp_path / "earlier.onnx")
+    update_metadata(old, features=len(model.sr_layers))
+    with pytest.raises(ValueError, match=r"earlier.onnx: exported by an earlier hsr-diff .*checkpoint folder"):
+        cdformer_from_onnx(old)
+
+
 def test_refuses_float16(tmp_path):
     model = _random_model(1)
     path = export_model(model, untrained_export_info(model), tmp_path / "half.onnx", fp16=True, check=False)

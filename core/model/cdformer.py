@@ -27,6 +27,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 
 import torch
+import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
 from .blocks import S2TL, ConditionalS2TL
@@ -110,20 +111,30 @@ class CDFormer(nn.Module):
         """JSON-able model configuration (``CDFormer(config)`` rebuilds the same architecture)."""
         return self.cfg.to_dict()
 
+    @property
+    def feature_count(self) -> int:
+        """How many tensors :meth:`condition` returns."""
+        return len(self.sr_layers) + int(self.cfg.denoiser_lr_input)
+
     def condition(self, lr_up: torch.Tensor, msi: torch.Tensor) -> list[torch.Tensor]:
-        """Super-resolution stream: the features ``F_1 .. F_L`` (independent of the noise level)."""
+        """Everything that does not depend on the noise level, each ``(n, width, H, W)``: the super-resolution
+        stream's features ``F_1 .. F_L`` and, when the denoising stream reads the base, the base's share of that
+        stream's input convolution (``den_in`` is linear, so its base half is computed once, not at every step)."""
         f = self.sr_in(torch.cat([lr_up, msi], dim=1))
         feats = []
         for layer in self.sr_layers:
             f = layer(f)
             feats.append(f)
+        if self.cfg.denoiser_lr_input:
+            feats.append(F.conv2d(lr_up, self.den_in.weight[:, self.cfg.hsi_bands:], None, padding=1))
         return feats
 
     def denoise(self, noisy: torch.Tensor, noise_level: torch.Tensor, lr_up: torch.Tensor, feats: list[torch.Tensor]):
-        """Denoising stream given precomputed conditioning features."""
+        """Denoising stream given the tensors of :meth:`condition` (``lr_up``: the same base they were computed from)."""
         emb = self.embed(noise_level)
-        x = torch.cat([noisy, lr_up], dim=1) if self.cfg.denoiser_lr_input else noisy
-        shallow = self.den_in(x)
+        shallow = F.conv2d(noisy, self.den_in.weight[:, :self.cfg.hsi_bands], self.den_in.bias, padding=1)
+        if self.cfg.denoiser_lr_input:
+            shallow, feats = shallow + feats[-1], feats[:-1]
         h = shallow
         for layer, f in zip(self.den_layers, feats, strict=True):
             h = layer(h, emb, f)

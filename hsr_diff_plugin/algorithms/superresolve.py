@@ -52,7 +52,10 @@ class SuperResolveAlgorithm(HsrDiffAlgorithm):
         "<b>Degradation</b>: <i>estimate</i> (default) fits the pair's sub-pixel offset between the LR grid and the "
         "MSI and its PSF (a Gaussian or a box, and its width), and matches the conditioning base to them (offsets "
         "under 0.1 HR px and widths within 5 % count as the model's own; an implausible estimate falls back with a "
-        "warning); <i>nominal</i> keeps the model's PSF. The log and the output's metadata say what was used.<br>"
+        "warning). It also estimates the LR-HSI's noise from its spectra and, below an SNR of 48 dB, denoises the "
+        "LR-HSI in its signal subspace before fusion (every method the check compares reads the denoised LR-HSI). "
+        "<i>nominal</i> keeps the model's PSF and the LR-HSI as it is. The log and the output's metadata say what "
+        "was used.<br>"
         "<b>Check against classical methods</b> (default: on): before the output is written, the model and "
         "MTF-GLP-HS, GSA and CNMF fuse a crop of the pair degraded by the scale (Wald's protocol), and each result is "
         "compared with the LR-HSI it must give back (PSNR and SAM); their consistency with both inputs at full scale is "
@@ -112,7 +115,8 @@ class SuperResolveAlgorithm(HsrDiffAlgorithm):
                                                                                     tr("CUDA")],
                                                      defaultValue=DEVICES.index(d.DEFAULT_DEVICE)))
         self.addParameter(QgsProcessingParameterEnum(
-            "DEGRADATION", tr("Degradation (the PSF the conditioning base is matched to)"), options=[d[1] for d in DEGRADATION_OPTIONS],
+            "DEGRADATION", tr("Degradation (the PSF the conditioning base is matched to; the LR-HSI's noise)"),
+            options=[d[1] for d in DEGRADATION_OPTIONS],
             defaultValue=[d[0] for d in DEGRADATION_OPTIONS].index(d.DEFAULT_DEGRADATION)))
         eta = QgsProcessingParameterNumber("ETA", tr("DDIM eta (0 = deterministic)"), QgsProcessingParameterNumber.Double,
                                            d.DEFAULT_ETA, minValue=0.0, maxValue=1.0)
