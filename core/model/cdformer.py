@@ -126,13 +126,13 @@ class CDFormer(nn.Module):
             f = layer(f)
             feats.append(f)
         if self.cfg.denoiser_lr_input:
-            feats.append(F.conv2d(lr_up, self.den_in.weight[:, self.cfg.hsi_bands:], None, padding=1))
+            feats.append(F.conv2d(lr_up, self.den_in.weight[:, self.cfg.hsi_bands:], None, padding=self.den_in.padding))
         return feats
 
     def denoise(self, noisy: torch.Tensor, noise_level: torch.Tensor, lr_up: torch.Tensor, feats: list[torch.Tensor]):
         """Denoising stream given the tensors of :meth:`condition` (``lr_up``: the same base they were computed from)."""
         emb = self.embed(noise_level)
-        shallow = F.conv2d(noisy, self.den_in.weight[:, :self.cfg.hsi_bands], self.den_in.bias, padding=1)
+        shallow = F.conv2d(noisy, self.den_in.weight[:, :self.cfg.hsi_bands], self.den_in.bias, padding=self.den_in.padding)
         if self.cfg.denoiser_lr_input:
             shallow, feats = shallow + feats[-1], feats[:-1]
         h = shallow

@@ -113,13 +113,11 @@ class SpectralDenoiser:
 
     def apply(self, cube: np.ndarray) -> np.ndarray:
         """``cube`` ``(C, rows, cols)`` denoised, float32; a pixel with NaN in any of ``bands`` is left as it is."""
-        cube = np.asarray(cube, np.float32)
-        sub = cube[self.bands].reshape(int(self.bands.sum()), -1)
+        out = np.array(cube, np.float32)
+        sub = out[self.bands].reshape(int(self.bands.sum()), -1)  # a copy (boolean indexing)
         ok = np.isfinite(sub).all(axis=0)
-        out = cube.copy()
-        flat = out[self.bands].reshape(sub.shape)
-        flat[:, ok] = (self.mean[:, None] + self.matrix @ (sub[:, ok] - self.mean[:, None])).astype(np.float32)
-        out[self.bands] = flat.reshape((-1, *cube.shape[1:]))
+        sub[:, ok] = self.mean[:, None] + self.matrix @ (sub[:, ok] - self.mean[:, None])
+        out[self.bands] = sub.reshape((-1, *out.shape[1:]))
         return out
 
     def describe(self) -> str:
