@@ -266,8 +266,8 @@ def _setup(source: RasterPairSource, md, geom: PairGeometry, ln: str, mn: str, d
             log.warning(n)
         notes += why
         if reg is None and not why:
-            log.info("estimated degradation: the model's nominal one (no offset over %.2f HR px, width within %d %%)",
-                     SNAP_SHIFT_PX, round(100 * SNAP_SIGMA))
+            log.info("estimated degradation: the model's nominal one (no offset over %.2f HR px, width within %g %%)",
+                     SNAP_SHIFT_PX, 100 * SNAP_SIGMA)
         if reg is not None:
             log.info("estimated degradation: %s (model: Gaussian sigma %.3f); relative residual %.4f (%.4f with the "
                      "nominal one)", reg.describe(), md.psf_sigma or float("nan"), reg.residual, reg.residual_centred)

@@ -267,16 +267,18 @@ def chart(shared_data):
                                                  (3, (0.4, -0.2), 1.5), (8, (1.7, -1.1), None), (4, (2.0, -2.0), None)])
 @pytest.mark.parametrize("snr", [None, 35])
 def test_registration_offset_and_width_are_recovered(chart, scale, shift, sigma, snr):
-    """Within 0.05 HR px noise-free and 0.1 px at 35 dB (the issue's bar); the width within 3 %."""
+    """Noise-free, the fit is exact at the true PSF (the MSI lies in the HSI's span): offset within 0.005 HR px and
+    width within 0.2 % (regressing the LR-HSI on the MSI instead missed by 0.01 px and 0.5-0.8 % here). At 35 dB
+    within 0.05 px (the issue's bar is 0.1) and 1 %."""
 
     cube, srf = chart
     lr = add_noise(degrade_spatial(cube, scale, gaussian_psf(scale, sigma, shift)), snr, np.random.default_rng(0))
     est = estimate_registration(lr, degrade_spectral(cube, srf), scale)
-    tol = 0.05 if snr is None else 0.1
+    tol, width_tol = (0.005, 0.002) if snr is None else (0.05, 0.01)
     assert abs(est.dy - shift[0]) < tol and abs(est.dx - shift[1]) < tol, est
     true_sigma = sigma if sigma is not None else sigma_for_scale(scale)
     assert est.shape == "gaussian" and est.side is None
-    assert abs(est.sigma - true_sigma) < 0.03 * true_sigma
+    assert abs(est.sigma - true_sigma) < width_tol * true_sigma
     assert est.residual <= est.residual_centred
 
 

@@ -12,8 +12,8 @@ What :func:`prepare_pair` does, in order:
 3. co-registers the pair (``coregister``): a whole-LR-pixel shift by phase correlation of the two images'
    first principal components on the LR grid (the global matching of AROSICS, Scheffler et al. 2017), kept
    only when it lowers the misfit of the LR-HSI explained by the MSI, then the sub-pixel offset of
-   :func:`core.sensor.estimate.estimate_registration` (the LR's principal components regressed on the MSI
-   degraded by a shifted Gaussian PSF), applied and estimated again until it is below
+   :func:`core.sensor.estimate.estimate_registration` (the MSI degraded by a shifted PSF regressed on the
+   LR's principal components), applied and estimated again until it is below
    :data:`CONVERGED_PX`. The LR-HSI keeps its pixels: its grid origin moves by the offset found (onto the
    MSI's geolocation), and a grid that ends within :data:`SNAP_PX` of the MSI's own is put exactly on it,
    so MSI bands at the target pixel size are copied instead of resampled;

@@ -97,8 +97,8 @@ class Registration:
     sits off the centre of its HR block (down / right positive), the PSF ``shape`` (``gaussian`` or ``box``,
     :data:`core.sensor.psf.PSF_SHAPES`), its standard deviation ``sigma`` (HR pixels; a box's is
     ``side / sqrt(12)``) and, for a box, its ``side`` (HR pixels), ``residual`` (relative RMS misfit of the
-    LR-HSI explained by the degraded MSI at the optimum) and ``residual_centred`` (the same with no shift and
-    the nominal Gaussian), and the ``pixels`` (LR) the fit used."""
+    degraded MSI explained by the LR-HSI at the optimum, each band relative to its variance) and
+    ``residual_centred`` (the same with no shift and the nominal Gaussian), and the ``pixels`` (LR) the fit used."""
 
     dy: float
     dx: float
@@ -128,8 +128,8 @@ def describe_psf(dy: float, dx: float, shape: str, sigma: float, side: float | N
 BOX_PREFERENCE = 1.0
 """A box PSF is chosen over the Gaussian when its misfit is below this factor times the Gaussian's: 1, the lower
 misfit wins. Set on pairs the benchmark never scores (``bench/experiments/psf_shape.py``,
-``bench/results/psf_shape.md``): of 120 Gaussian and 120 box pairs, 1 and 10 are classed wrong, the boxes mostly
-narrow ones (x0.7 of the LR pixel), which a narrow Gaussian fits about as well; 0.98 would class 51 boxes wrong."""
+``bench/results/psf_shape.md``): all 120 Gaussian and 120 box pairs are classed right; 0.99 would class 7 boxes
+wrong, 1.01 two Gaussians."""
 
 SMALL_PAIR_PIXELS = 36
 """On a pair too small for the full border margin, the estimate uses every LR pixel but the outermost ring (whose
@@ -139,15 +139,20 @@ the regression: an EnMAP + Sentinel-2 pair of 8 x 8 LR pixels at x8 is then esti
 
 
 def estimate_registration(lr_hsi: np.ndarray, hr_msi: np.ndarray, scale: int, max_shift: float = 2.5,
-                          sigma_bounds: tuple[float, float] | None = None, components: int = 8,
+                          sigma_bounds: tuple[float, float] | None = None, components: int = 20,
                           max_lr_pixels: int = 128 * 128, valid: np.ndarray | None = None,
                           shapes: tuple[str, ...] = PSF_SHAPES) -> Registration:
     """Sub-pixel misregistration, PSF shape and PSF width of a pair, from the pair alone (no SRF needed).
 
-    The LR-HSI's first ``components`` principal components are regressed (with an offset) on the
-    HR-MSI degraded by a shifted PSF (:func:`core.sensor.psf.psf_kernel` with ``shift``); the shift and width
-    that leave the smallest misfit are the estimate (variable projection: the spectral weights are solved
-    exactly at each trial). A grid over shifts of +-``max_shift`` HR pixels (half-pixel steps) at the nominal
+    Each band of the HR-MSI degraded by a shifted PSF (:func:`core.sensor.psf.psf_kernel` with ``shift``) is
+    regressed (with an offset) on the LR-HSI's first ``components`` principal components (at most a third of
+    the pixels used, less one); the shift and width that leave the smallest misfit, each band's relative to its
+    variance, are the estimate (variable projection: the spectral weights are solved exactly at each trial).
+    The regression runs this way round because the MSI lies in the HSI's spectral span (``MSI = R HSI``), so
+    at the true PSF it is exact; regressing the LR-HSI on the MSI instead leaves what the MSI cannot explain,
+    which the fit lowers by smoothing the MSI: that biases the width by +1 to +11 % and the offset by up to
+    0.1 HR px (``bench/experiments/registration_direction.py``, ``bench/results/registration_direction.md``).
+    A grid over shifts of +-``max_shift`` HR pixels (half-pixel steps) at the nominal
     Gaussian, then Nelder-Mead over ``(dy, dx, width)`` for each of ``shapes``: a Gaussian of ``sigma`` in
     ``sigma_bounds`` (default ``(0.25, 1.0) * scale`` HR px) and a pixel-integrated box of the same standard
     deviations (side ``sqrt(12)`` times). The box is chosen when its misfit is below :data:`BOX_PREFERENCE`
@@ -180,9 +185,10 @@ def estimate_registration(lr_hsi: np.ndarray, hr_msi: np.ndarray, scale: int, ma
     hr = np.where(np.isfinite(hr), hr, np.float32(0))
     y = lr.reshape(lr.shape[0], -1)[:, keep.reshape(-1)].astype(np.float64)
     y -= y.mean(axis=1, keepdims=True)
-    u, sv, _ = np.linalg.svd(y @ y.T)
-    y = (u[:, :components].T @ y)  # (components, pixels): the LR's main spatial content
-    total = float(np.sum(y ** 2)) or 1.0
+    u, _, _ = np.linalg.svd(y @ y.T)
+    n = y.shape[1]
+    k = min(components, y.shape[0], max(1, n // 3 - 1))
+    span, _ = np.linalg.qr(np.vstack([u[:, :k].T @ y, np.ones(n)]).T)  # (pixels, k + 1): the LR-HSI's span
     lo, hi = sigma_bounds if sigma_bounds is not None else (0.25 * scale, 1.0 * scale)
     nominal = sigma_for_scale(scale)
 
@@ -192,10 +198,10 @@ def estimate_registration(lr_hsi: np.ndarray, hr_msi: np.ndarray, scale: int, ma
             return 1.0 + abs(dy) + abs(dx)
         width = sigma if shape == "gaussian" else sigma / BOX_SIGMA
         deg = degrade_spatial(hr, scale, psf_kernel(shape, scale, width, (dy, dx)))
-        a = deg.reshape(deg.shape[0], -1)[:, keep.reshape(-1)].astype(np.float64)
-        a = np.vstack([a - a.mean(axis=1, keepdims=True), np.ones(a.shape[1])])
-        coef, *_ = np.linalg.lstsq(a.T, y.T, rcond=None)
-        return float(np.sqrt(np.sum((a.T @ coef - y.T) ** 2) / total))
+        t = deg.reshape(deg.shape[0], -1)[:, keep.reshape(-1)].astype(np.float64)
+        misfit = np.sum((t - (t @ span) @ span.T) ** 2, axis=1)
+        spread = np.sum((t - t.mean(axis=1, keepdims=True)) ** 2, axis=1)
+        return float(np.sqrt(np.mean(misfit / np.maximum(spread, 1e-30))))
 
     centred = cost(np.array([0.0, 0.0, nominal]))
     steps = np.arange(-max_shift, max_shift + 1e-9, 0.5)

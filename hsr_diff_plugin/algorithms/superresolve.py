@@ -51,7 +51,7 @@ class SuperResolveAlgorithm(HsrDiffAlgorithm):
         "the model's in the output.<br>"
         "<b>Degradation</b>: <i>estimate</i> (default) fits the pair's sub-pixel offset between the LR grid and the "
         "MSI and its PSF (a Gaussian or a box, and its width), and matches the conditioning base to them (offsets "
-        "under 0.1 HR px and widths within 5 % count as the model's own; an implausible estimate falls back with a "
+        "under 0.02 HR px and widths within 1 % count as the model's own; an implausible estimate falls back with a "
         "warning). It also estimates the LR-HSI's noise from its spectra and, below an SNR of 48 dB, denoises the "
         "LR-HSI in its signal subspace before fusion (every method the check compares reads the denoised LR-HSI). "
         "<i>nominal</i> keeps the model's PSF and the LR-HSI as it is. The log and the output's metadata say what "
