@@ -21,12 +21,11 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
-from scipy.optimize import minimize  # noqa: E402
 
 from bench.experiments.psf_shape import CALIBRATION  # noqa: E402
 from bench.quality import load_scene, protocol_pair  # noqa: E402
 from core.sensor.degrade import degrade_spatial  # noqa: E402
-from core.sensor.estimate import BOX_SIGMA, _inside, estimate_registration  # noqa: E402
+from core.sensor.estimate import BOX_SIGMA, _inside, estimate_registration, search_psf  # noqa: E402
 from core.sensor.protocols import PROTOCOLS, protocol  # noqa: E402
 from core.sensor.psf import psf_kernel, sigma_for_scale  # noqa: E402
 
@@ -51,7 +50,7 @@ def lr_on_msi_cost(lr: np.ndarray, hr: np.ndarray, scale: int, keep: np.ndarray,
 
 
 def lr_on_msi_estimate(lr: np.ndarray, msi: np.ndarray, scale: int, max_shift: float = 2.5):
-    """``(shape, dy, dx, sigma)`` by the earlier direction, with the product's search (grid, then Nelder-Mead)."""
+    """``(shape, dy, dx, sigma)`` by the earlier direction, with the product's search (:func:`search_psf`)."""
     rows, cols = lr.shape[1:]
     hr = np.asarray(msi, np.float32)[:, :rows * scale, :cols * scale]
     keep = np.ones((rows, cols), bool)
@@ -65,18 +64,8 @@ def lr_on_msi_estimate(lr: np.ndarray, msi: np.ndarray, scale: int, max_shift: f
         if not lo <= sigma <= hi or abs(dy) > max_shift or abs(dx) > max_shift:
             return 1.0 + abs(dy) + abs(dx)
         return base(dy, dx, sigma, shape)
-    steps = np.arange(-max_shift, max_shift + 1e-9, 0.5)
-    _, dy0, dx0 = min((cost(np.array([dy, dx, nominal])), dy, dx) for dy in steps for dx in steps)
-    fits = {}
-    for shape in ("gaussian", "box"):
-        for s0 in (nominal, 0.6 * nominal + 0.4 * lo, 0.6 * nominal + 0.4 * hi):
-            res = minimize(cost, np.array([dy0, dx0, s0]), args=(shape,), method="Nelder-Mead",
-                           options={"xatol": 2e-3, "fatol": 1e-9, "initial_simplex": np.array(
-                               [[dy0, dx0, s0], [dy0 + 0.25, dx0, s0], [dy0, dx0 + 0.25, s0], [dy0, dx0, s0 * 1.15]])})
-            if shape not in fits or res.fun < fits[shape].fun:
-                fits[shape] = res
-    shape = "box" if fits["box"].fun < fits["gaussian"].fun else "gaussian"
-    return (shape, *(float(v) for v in fits[shape].x))
+    shape, fit = search_psf(cost, nominal, lo, hi, max_shift, ("gaussian", "box"))
+    return (shape, *(float(v) for v in fit.x))
 
 
 def main(argv=None) -> int:

@@ -18,7 +18,7 @@ from .degrade import degrade_spatial, degrade_spectral
 from .psf import PSF_SHAPES, gaussian_psf, psf_kernel, sigma_for_scale
 
 __all__ = ["estimate_srf", "estimate_psf_sigma", "Registration", "estimate_registration", "describe_psf",
-           "BOX_PREFERENCE"]
+           "search_psf", "BOX_PREFERENCE"]
 
 
 def estimate_srf(lr_hsi: np.ndarray, hr_msi: np.ndarray, scale: int, psf=None, valid: np.ndarray | None = None,
@@ -204,9 +204,19 @@ def estimate_registration(lr_hsi: np.ndarray, hr_msi: np.ndarray, scale: int, ma
         return float(np.sqrt(np.mean(misfit / np.maximum(spread, 1e-30))))
 
     centred = cost(np.array([0.0, 0.0, nominal]))
+    shape, fit = search_psf(cost, nominal, lo, hi, max_shift, shapes)
+    dy, dx, sigma = (float(v) for v in fit.x)
+    return Registration(dy, dx, sigma, float(fit.fun), centred, int(keep.sum()), shape,
+                        None if shape == "gaussian" else sigma / BOX_SIGMA)
+
+
+def search_psf(cost, nominal: float, lo: float, hi: float, max_shift: float, shapes: tuple[str, ...]):
+    """``(shape, fit)``: the minimum of ``cost(np.array([dy, dx, sigma]), shape)`` (HR px; ``sigma`` the PSF's
+    standard deviation) by a grid over half-pixel shifts at ``nominal``, then Nelder-Mead from three widths for each
+    of ``shapes``; the box wins over the Gaussian below :data:`BOX_PREFERENCE` times its misfit. ``fit`` is scipy's
+    ``OptimizeResult`` (``x = (dy, dx, sigma)``, ``fun`` the misfit)."""
     steps = np.arange(-max_shift, max_shift + 1e-9, 0.5)
-    grid = [(cost(np.array([dy, dx, nominal])), dy, dx) for dy in steps for dx in steps]
-    _, dy0, dx0 = min(grid)
+    _, dy0, dx0 = min((cost(np.array([dy, dx, nominal])), dy, dx) for dy in steps for dx in steps)
     fits = {}
     for shape in shapes:
         for s0 in (nominal, 0.6 * nominal + 0.4 * lo, 0.6 * nominal + 0.4 * hi):
@@ -217,9 +227,7 @@ def estimate_registration(lr_hsi: np.ndarray, hr_msi: np.ndarray, scale: int, ma
                 fits[shape] = res
     shape = shapes[0] if len(fits) == 1 else (
         "box" if fits["box"].fun < BOX_PREFERENCE * fits["gaussian"].fun else "gaussian")
-    dy, dx, sigma = (float(v) for v in fits[shape].x)
-    return Registration(dy, dx, sigma, float(fits[shape].fun), centred, int(keep.sum()), shape,
-                        None if shape == "gaussian" else sigma / BOX_SIGMA)
+    return shape, fits[shape]
 
 
 def _inside(mask: np.ndarray, margin: int) -> np.ndarray:
