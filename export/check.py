@@ -105,7 +105,7 @@ def check_scene(scene, denoisers, steps: int = dflt.DEFAULT_STEPS, sampler: str 
 
     def model(den):
         def fuse(lr_a: np.ndarray, msi_a: np.ndarray) -> np.ndarray:
-            src = with_conditioning(ArrayPairSource(lr_a, msi_a, s), md, psf=psf)
+            src = with_conditioning(ArrayPairSource(lr_a, msi_a, s), md, psf=psf, noise_std=scene.setup.lr_noise_std)
             sink = ArraySink(md.hsi_bands, src.rows, src.cols, False)
             run_tiled(den, src, sink, steps=steps, sampler=sampler, eta=eta, seed=seed, samples=1)
             return sink.mean

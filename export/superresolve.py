@@ -32,7 +32,7 @@ from core.jobs.common import DEGRADATIONS, SNAP_SHIFT_PX, SNAP_SIGMA, estimate_d
 from core.pairing import PairGeometry, check_pair
 from core.progress import Cancelled, Progress
 from core.raster_io import RasterReader, RasterWriter, Window, bands_with_data, bounded_gdal_cache, commit_all, output_options
-from core.sensor.noise import DENOISE_BELOW_DB, SpectralDenoiser, fit_denoiser
+from core.sensor.noise import DENOISE_BELOW_DB, SpectralDenoiser, band_noise_std, fit_denoiser
 
 from . import defaults as dflt
 from .check import check_scene, write_classical
@@ -133,6 +133,7 @@ class RasterPairSource:
 
     def __init__(self, lr: RasterReader, msi: RasterReader, geom: PairGeometry, plan: InputPlan,
                  dead_msi: np.ndarray | None = None, lr_denoiser: SpectralDenoiser | None = None):
+        self.consistency = None  # a BackProjection, set by export.tiling.with_conditioning
         self.lr, self.msi, self.geom, self.plan = lr, msi, geom, plan
         self.lr_denoiser = lr_denoiser
         self.scale = geom.scale
@@ -218,7 +219,8 @@ class SceneSetup:
     degradation estimate used (None = the model's nominal one); ``lr_denoiser``: the LR-HSI's spectral
     denoiser (None = read as it is); ``base_fit``: the global part of the
     conditioning base (:class:`core.baselines.glp.GLPFit`, None for a bicubic base); ``notes``: the
-    warnings the setup raised.
+    warnings the setup raised; ``lr_noise_std``: the LR-HSI's noise per band (model order) when the result is made
+    consistent with the LR-HSI (:class:`export.tiling.BackProjection`), None when it is not.
     """
 
     dead_lr: np.ndarray
@@ -227,6 +229,7 @@ class SceneSetup:
     base_fit: object | None = None
     lr_denoiser: SpectralDenoiser | None = None
     notes: list[str] = field(default_factory=list)
+    lr_noise_std: np.ndarray | None = None
 
 
 @dataclass
@@ -247,15 +250,18 @@ class Scene:
     provenance: dict
 
 
-def _setup(source: RasterPairSource, md, geom: PairGeometry, ln: str, mn: str, degradation: str, prog: Progress) -> SceneSetup:
-    """The scan for empty bands and the degradation estimate of one scene (the base is fitted by the caller)."""
+def _setup(source: RasterPairSource, md, geom: PairGeometry, ln: str, mn: str, degradation: str, prog: Progress,
+           back_project: bool = False) -> SceneSetup:
+    """The scan for empty bands and the degradation estimate of one scene (the base is fitted by the caller);
+    ``back_project``: keep the LR-HSI's noise per band for :class:`export.tiling.BackProjection` (with ``estimate``
+    and an LR-HSI that is not denoised)."""
     dead_lr, dead_msi, notes = _dead_bands(source, ln, mn, prog.sub(0.0, PHASES["check"]))
     for n in notes:
         log.warning(n)
-    reg = lr_denoiser = None
+    reg = lr_denoiser = noise_std = None
     if degradation == "estimate":
         prog.report(PHASES["check"], "estimating the LR-HSI's noise")
-        lr_denoiser, why = _fit_lr_denoiser(source, dead_lr, ln)
+        lr_denoiser, noise_std, why = _fit_lr_denoiser(source, dead_lr, ln)
         notes += why
     if degradation == "estimate" and md.base != "bicubic":
         prog.report(PHASES["check"], "estimating the pair's degradation")
@@ -271,33 +277,42 @@ def _setup(source: RasterPairSource, md, geom: PairGeometry, ln: str, mn: str, d
         if reg is not None:
             log.info("estimated degradation: %s (model: Gaussian sigma %.3f); relative residual %.4f (%.4f with the "
                      "nominal one)", reg.describe(), md.psf_sigma or float("nan"), reg.residual, reg.residual_centred)
-    return SceneSetup(dead_lr, dead_msi, reg, None, lr_denoiser, notes)
+    back = noise_std if back_project and lr_denoiser is None else None  # a denoised LR-HSI: no back-projection onto it
+    if back is not None:
+        log.info("the result is made consistent with the LR-HSI through the PSF (noise-aware back-projection)")
+    return SceneSetup(dead_lr, dead_msi, reg, None, lr_denoiser, notes, back)
 
 
-def _fit_lr_denoiser(source: RasterPairSource, dead_lr: np.ndarray, ln: str) -> tuple[SpectralDenoiser | None, list[str]]:
+def _fit_lr_denoiser(source: RasterPairSource, dead_lr: np.ndarray,
+                     ln: str) -> tuple[SpectralDenoiser | None, np.ndarray | None, list[str]]:
     """The LR-HSI's spectral denoiser (:func:`core.sensor.noise.fit_denoiser`), fitted on its central
     :data:`DENOISE_FIT_LR` LR px a side (the bands with data there; the others pass through), or None (logged: its
-    SNR is high enough, or there are too few valid pixels, with a note)."""
+    SNR is high enough, or there are too few valid pixels, with a note); with its noise per band
+    (:func:`core.sensor.noise.band_noise_std`, 0 for bands without data there; None when it could not be estimated)."""
     rows, cols = source.lr_shape
     n_r, n_c = min(rows, DENOISE_FIT_LR), min(cols, DENOISE_FIT_LR)
     block = source.read_lr_block((rows - n_r) // 2, (cols - n_c) // 2, n_r, n_c)
+    bands = ~dead_lr & np.isfinite(block).any(axis=(1, 2))
     try:
-        den, snr = fit_denoiser(block, ~dead_lr & np.isfinite(block).any(axis=(1, 2)))
+        den, snr = fit_denoiser(block, bands)
+        noise = np.zeros(block.shape[0])
+        flat = block[bands].reshape(int(bands.sum()), -1)
+        noise[bands] = band_noise_std(flat[:, np.isfinite(flat).all(axis=0)][:, :, None])
     except ValueError as exc:
         note = f"LR-HSI layer '{ln}': its noise could not be estimated ({exc}); it is fused as it is"
         log.warning(note)
-        return None, [note]
+        return None, None, [note]
     if den is None:
         log.info("LR-HSI SNR %.1f dB (estimated): not denoised (at least %.0f dB)", snr, DENOISE_BELOW_DB)
     else:
         log.info("%s", den.describe())
-    return den, []
+    return den, noise, []
 
 
 def open_scene(stack: ExitStack, lr_path, msi_path, model_path, md=None, lr_name: str | None = None,
                msi_name: str | None = None, allow_scale_mismatch: bool = False, degradation: str = dflt.DEFAULT_DEGRADATION,
                output_type: str = dflt.DEFAULT_OUTPUT_TYPE, sampler_note: str = "", progress: Progress | None = None,
-               setup: SceneSetup | None = None) -> Scene:
+               setup: SceneSetup | None = None, back_project: bool = False) -> Scene:
     """Open and check a pair for ``model_path`` (readers closed by ``stack``) and prepare its conditioned source.
 
     Without ``setup`` this scans for empty bands, estimates the degradation (``degradation``, see
@@ -318,12 +333,12 @@ def open_scene(stack: ExitStack, lr_path, msi_path, model_path, md=None, lr_name
         for n in plan.notes:
             log.warning(n)
         prog.report(0.0, "checking the inputs")
-        setup = _setup(RasterPairSource(lr, msi, geom, plan), md, geom, ln, mn, degradation, prog)
+        setup = _setup(RasterPairSource(lr, msi, geom, plan), md, geom, ln, mn, degradation, prog, back_project)
     notes = list(geom.notes) + plan.notes + setup.notes  # check_pair logged its own
     pair = RasterPairSource(lr, msi, geom, plan, setup.dead_msi, setup.lr_denoiser)
     reg = setup.registration
     source = with_conditioning(pair, md, prog.sub(PHASES["check"], PHASES["base"]).report, setup.dead_lr, setup.dead_msi,
-                               None if reg is None else reg.psf(geom.scale), setup.base_fit)
+                               None if reg is None else reg.psf(geom.scale), setup.base_fit, setup.lr_noise_std)
     if md.base != "bicubic":
         setup.base_fit = source.stream.params
     lm = lr.meta
@@ -331,6 +346,8 @@ def open_scene(stack: ExitStack, lr_path, msi_path, model_path, md=None, lr_name
     provenance = {"hsr_diff_degradation": "model" if reg is None else
                   f"estimated: {reg.describe()}",
                   "hsr_diff_lr_denoise": "none" if setup.lr_denoiser is None else setup.lr_denoiser.describe(),
+                  "hsr_diff_consistency": "none" if setup.lr_noise_std is None else
+                  "noise-aware back-projection onto the LR-HSI through the PSF",
                   "hsr_diff_model": os.path.basename(os.fspath(model_path)), "hsr_diff_model_info": md.describe(),
                   "hsr_diff_sampler": sampler_note,
                   "hsr_diff_inputs": f"{os.path.basename(os.fspath(lr_path))} + {os.path.basename(os.fspath(msi_path))}"}
@@ -452,6 +469,7 @@ def superresolve(
     check: str = dflt.DEFAULT_CHECK,
     adapt_seconds: float = 0.0,
     adapted_model_path=None,
+    back_project: bool = False,
 ) -> SuperResolveResult:
     """Fuse ``lr_path`` (LR-HSI) and ``msi_path`` (HR-MSI) with the model at ``model_path`` into ``out_path``.
 
@@ -477,6 +495,10 @@ def superresolve(
     methods on a crop the adaptation did not train on, and writes the best (with ``check`` ``report`` or
     ``off``, the adapted model's result; when the pair is too small to check, the model as it was).
     ``adapted_model_path``: where to keep the adapted model (written when the whole run succeeded).
+    ``back_project`` (experimental, off by default): with ``estimate``, make every tile's result consistent with the
+    LR-HSI through the estimated PSF (:class:`export.tiling.BackProjection`, noise-aware; not when the LR-HSI is
+    denoised), in the check's runs too. The correction is computed tile by tile, so unlike the model's result it
+    depends on the tiling near tile edges.
     """
     t0 = time.perf_counter()
     if check not in dflt.CHECKS:  # before any work
@@ -495,7 +517,8 @@ def superresolve(
         stack.enter_context(bounded_gdal_cache())
         prog = Progress(progress, cancel)
         scene = open_scene(stack, lr_path, msi_path, model_path, md, lr_name, msi_name, allow_scale_mismatch, degradation,
-                           output_type, sampler_note(steps, sampler, eta, seed, samples), prog)
+                           output_type, sampler_note(steps, sampler, eta, seed, samples), prog,
+                           back_project=back_project)
         den = denoiser if denoiser is not None else Denoiser(model_path, device=device, allow_fallback=allow_fallback, threads=threads)
         log.info("%s; %s", md.describe(), den.info.describe())
         log.info("output: %d bands x %d x %d px (%.2f GB as float32), scale %d, %s %d steps x %d sample(s)",
@@ -583,6 +606,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=None, help="CPU threads (default: all this process may use)")
     ap.add_argument("--uncertainty", default=None, help="also write the per-pixel standard deviation here")
     ap.add_argument("--allow-fallback", action="store_true", help="run on the CPU when --device cuda/tensorrt is not usable")
+    ap.add_argument("--back-project", action="store_true",
+                    help="experimental: make the result consistent with the LR-HSI through the estimated PSF")
     ap.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
@@ -592,7 +617,7 @@ def main(argv: list[str] | None = None) -> int:
                            seed=args.seed, samples=args.samples, tile=args.tile, overlap=args.overlap, device=args.device,
                            uncertainty_path=args.uncertainty, progress=bar, batch=args.batch, threads=args.threads,
                            allow_fallback=args.allow_fallback, degradation=args.degradation, output_type=args.output_type,
-                           check=args.check)
+                           check=args.check, back_project=args.back_project)
     except (Cancelled, KeyboardInterrupt):
         if bar:
             bar.close()

@@ -44,6 +44,7 @@ __all__ = [
     "PairSource",
     "ArrayPairSource",
     "StreamedBaseSource",
+    "BackProjection",
     "with_conditioning",
     "ArraySink",
     "TileRun",
@@ -152,6 +153,8 @@ class PairSource(Protocol):
 class ArrayPairSource:
     """A source over in-memory arrays: LR ``(C, r, c)`` and MSI ``(M, r * scale, c * scale)``."""
 
+    consistency = None  # a BackProjection, set by with_conditioning
+
     def __init__(self, lr: np.ndarray, msi: np.ndarray, scale: int):
         self.lr = np.asarray(lr, np.float32)
         self.msi = np.asarray(msi, np.float32)
@@ -186,6 +189,8 @@ class StreamedBaseSource:
     validity masks and the MSI still come from ``inner``; only ``lr_up`` is replaced.
     """
 
+    consistency = None  # a BackProjection, set by with_conditioning
+
     def __init__(self, inner, stream):
         self.inner, self.stream = inner, stream
         self.rows, self.cols, self.hsi_bands, self.msi_bands = inner.rows, inner.cols, inner.hsi_bands, inner.msi_bands
@@ -195,22 +200,55 @@ class StreamedBaseSource:
         return self.stream.window(window.row_off, window.col_off, window.height, window.width), msi, invalid
 
 
+class BackProjection:
+    """Each tile's result made consistent with the LR-HSI (:func:`core.consistency.back_project`).
+
+    ``read_lr_block(row0, col0, rows, cols)`` reads the LR-HSI (model bands and units); ``psf``: the kernel or sigma
+    from the output onto the LR grid; ``noise_std`` ``(C,)``: the LR-HSI's noise per band. A tile is corrected on the
+    LR pixels whose HR block lies inside it; near a tile's edge, where that has no neighbours, the blending weights
+    of the overlap take over from the next tile.
+    """
+
+    def __init__(self, read_lr_block, scale: int, psf, noise_std: np.ndarray):
+        self.read_lr_block, self.scale, self.psf, self.noise_std = read_lr_block, int(scale), psf, noise_std
+
+    def __call__(self, window: Window, mean: np.ndarray) -> np.ndarray:
+        from core.consistency import back_project
+
+        s = self.scale
+        r0, c0 = -(-window.row_off // s), -(-window.col_off // s)
+        r1, c1 = (window.row_off + window.height) // s, (window.col_off + window.width) // s
+        if r1 - r0 < 2 or c1 - c0 < 2:
+            return mean
+        sl = (slice(None), slice(r0 * s - window.row_off, r1 * s - window.row_off),
+              slice(c0 * s - window.col_off, c1 * s - window.col_off))
+        out = mean.copy()
+        out[sl] = back_project(mean[sl], self.read_lr_block(r0, c0, r1 - r0, c1 - c0), s, self.psf, self.noise_std)
+        return out
+
+
 def with_conditioning(source, md: ModelMetadata, progress=None, dead_lr: np.ndarray | None = None,
-                      dead_msi: np.ndarray | None = None, psf=None, fit=None):
+                      dead_msi: np.ndarray | None = None, psf=None, fit=None, noise_std: np.ndarray | None = None):
     """``source`` itself for a bicubic-conditioned model, else a :class:`StreamedBaseSource` over it.
 
     ``source`` has ``lr_shape`` and ``read_lr_block`` / ``read_msi_block`` (``row0, col0, rows, cols``
     on the LR and the output grid); the base's global fit reports to ``progress(fraction, message)``.
     ``psf`` (a kernel or sigma) replaces the model's nominal ``psf_sigma``, e.g. with the pair's estimate;
     ``fit``: the base's global part from an earlier fit of the same pair (``stream.params``), used as is.
+    ``noise_std`` ``(C,)``: the LR-HSI's noise per band; given, every tile's result is made consistent with the
+    LR-HSI through ``psf`` (:class:`BackProjection`, the source's ``consistency``).
     """
-    if md.base == "bicubic":
-        return source
-    from core.conditioning import streamed_base
+    psf = md.psf_sigma if psf is None else psf
+    if md.base != "bicubic":
+        from core.conditioning import streamed_base
 
-    stream = streamed_base(md.base, source.read_lr_block, source.read_msi_block, source.lr_shape, source.scale,
-                           md.psf_sigma if psf is None else psf, dead_lr, dead_msi, progress, fit)
-    return StreamedBaseSource(source, stream)
+        stream = streamed_base(md.base, source.read_lr_block, source.read_msi_block, source.lr_shape, source.scale,
+                               psf, dead_lr, dead_msi, progress, fit)
+        source = StreamedBaseSource(source, stream)
+    if noise_std is not None:
+        inner = source.inner if isinstance(source, StreamedBaseSource) else source
+        source.consistency = BackProjection(inner.read_lr_block, inner.scale, psf, np.asarray(noise_std, np.float64))
+    return source
 
 
 def msi_validity(msi: np.ndarray, invalid: np.ndarray, msi_fill=None, good_bands: np.ndarray | None = None):
@@ -340,6 +378,8 @@ class TileRun:
         out = []
         for k, t in enumerate(group):
             mean = hn.invert(res.mean[k, :, :t.height, :t.width])
+            if getattr(source, "consistency", None) is not None:
+                mean = source.consistency(t.window, mean)
             mean[inv_b[k]] = np.nan
             std = None
             if self.with_std:

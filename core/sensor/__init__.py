@@ -4,7 +4,7 @@ Conventions are in ``docs/ARCHITECTURE.md`` (sensor-model conventions). Numpy on
 :mod:`core.sensor.estimate`, which uses scipy.
 """
 
-from .degrade import HaloWindow, degrade_spatial, degrade_spatial_window, degrade_spectral, halo_window
+from .degrade import HaloWindow, degrade_spatial, degrade_spatial_adjoint, degrade_spatial_window, degrade_spectral, halo_window
 from .estimate import estimate_psf_sigma, estimate_srf
 from .psf import as_psf, box_psf, gaussian_psf, halo, psf_kernel, sigma_for_scale
 from .simulate import add_noise, simulate_pair
@@ -19,6 +19,7 @@ __all__ = [
     "box_psf",
     "default_msi_bands",
     "degrade_spatial",
+    "degrade_spatial_adjoint",
     "degrade_spatial_window",
     "degrade_spectral",
     "estimate_psf_sigma",

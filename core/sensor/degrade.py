@@ -19,7 +19,8 @@ import numpy as np
 
 from .psf import as_psf
 
-__all__ = ["HaloWindow", "halo_window", "degrade_spatial", "degrade_spatial_window", "degrade_spectral"]
+__all__ = ["HaloWindow", "halo_window", "degrade_spatial", "degrade_spatial_adjoint", "degrade_spatial_window",
+           "degrade_spectral"]
 
 
 @dataclass(frozen=True)
@@ -100,17 +101,24 @@ def degrade_spatial_window(hr_block: np.ndarray, scale: int, psf: np.ndarray | f
     return _correlate_stride(block, kernel, scale, extra_r // scale + 1, extra_c // scale + 1)
 
 
+def _separable(kernel: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(column weights, row weights)`` whose outer product is ``kernel`` when it has rank 1 (as a Gaussian or a
+    box has), else None."""
+    u_, s_, vt = np.linalg.svd(kernel)
+    if s_[1] > 1e-10 * s_[0]:
+        return None
+    col_w = (u_[:, 0] * np.sqrt(s_[0])).astype(np.float32)
+    row_w = (vt[0] * np.sqrt(s_[0])).astype(np.float32)
+    return (-col_w, -row_w) if col_w.sum() < 0 else (col_w, row_w)
+
+
 def _correlate_stride(padded: np.ndarray, kernel: np.ndarray, scale: int, n_r: int, n_c: int) -> np.ndarray:
     """Strided correlation; two 1-D passes when the kernel is separable (rank 1), as a Gaussian is."""
     k = kernel.shape[0]
     bands = padded.shape[0]
-    u_, s_, vt = np.linalg.svd(kernel)
     span_r, span_c = scale * (n_r - 1) + 1, scale * (n_c - 1) + 1
-    if s_[1] <= 1e-10 * s_[0]:
-        col_w = (u_[:, 0] * np.sqrt(s_[0])).astype(np.float32)
-        row_w = (vt[0] * np.sqrt(s_[0])).astype(np.float32)
-        if col_w.sum() < 0:
-            col_w, row_w = -col_w, -row_w
+    if (sep := _separable(kernel)) is not None:
+        col_w, row_w = sep
         tmp = np.zeros((bands, n_r, padded.shape[2]), dtype=np.float32)
         for u in range(k):
             tmp += col_w[u] * padded[:, u:u + span_r:scale, :]
@@ -125,6 +133,50 @@ def _correlate_stride(padded: np.ndarray, kernel: np.ndarray, scale: int, n_r: i
             if w[u, v] != 0:
                 out += w[u, v] * padded[:, u:u + span_r:scale, v:v + span_c:scale]
     return out
+
+
+def degrade_spatial_adjoint(lr: np.ndarray, scale: int, psf: np.ndarray | float | None = None) -> np.ndarray:
+    """The adjoint (transpose) of :func:`degrade_spatial` for an HR image of ``(rows * scale, cols * scale)``:
+    ``(bands, rows, cols)`` -> float32 ``(bands, rows * scale, cols * scale)``, so that
+    ``<degrade_spatial(x), y> == <x, degrade_spatial_adjoint(y)>`` for every ``x`` of that size (the reflect
+    padding folded back onto the pixels it copied). Needs ``rows * scale`` and ``cols * scale`` larger than the padding.
+    """
+    lr = np.asarray(lr, dtype=np.float32)
+    if lr.ndim != 3:
+        raise ValueError(f"expected (bands, rows, cols), got shape {lr.shape}")
+    kernel = as_psf(psf, scale)
+    k = kernel.shape[0]
+    bands, n_r, n_c = lr.shape
+    p = (k - scale) // 2
+    rows, cols = n_r * scale, n_c * scale
+    if p >= min(rows, cols):
+        raise ValueError(f"an HR image of {rows} x {cols} px is too small for the {k} px PSF's padding")
+    span_r, span_c = scale * (n_r - 1) + 1, scale * (n_c - 1) + 1
+    padded = np.zeros((bands, rows + 2 * p, cols + 2 * p), np.float32)
+    if (sep := _separable(kernel)) is not None:
+        col_w, row_w = sep
+        tmp = np.zeros((bands, n_r, cols + 2 * p), np.float32)
+        for v in range(k):
+            tmp[:, :, v:v + span_c:scale] += row_w[v] * lr
+        for u in range(k):
+            padded[:, u:u + span_r:scale, :] += col_w[u] * tmp
+    else:
+        w = kernel.astype(np.float32)
+        for u in range(k):
+            for v in range(k):
+                if w[u, v] != 0:
+                    padded[:, u:u + span_r:scale, v:v + span_c:scale] += w[u, v] * lr
+    if not p:
+        return padded
+    out = padded[:, p:p + rows, :].copy()  # fold the reflected rows, then the columns, back onto their sources
+    for i in range(p):
+        out[:, p - i, :] += padded[:, i, :]
+        out[:, rows - 2 - i, :] += padded[:, p + rows + i, :]
+    res = out[:, :, p:p + cols].copy()
+    for j in range(p):
+        res[:, :, p - j] += out[:, :, j]
+        res[:, :, cols - 2 - j] += out[:, :, p + cols + j]
+    return res
 
 
 def degrade_spectral(cube: np.ndarray, matrix) -> np.ndarray:
