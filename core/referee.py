@@ -36,7 +36,8 @@ from .sensor.degrade import degrade_spatial, degrade_spectral
 from .sensor.noise import band_noise_std
 from .sensor.psf import as_psf
 
-__all__ = ["CHECK_LR", "MIN_REDUCED_LR", "SMALL_REDUCED_LR", "TIE_DB", "Score", "Verdict", "choose", "find_crop", "score_candidates"]
+__all__ = ["CHECK_LR", "MIN_REDUCED_LR", "SMALL_REDUCED_LR", "TIE_DB", "Score", "Verdict", "check_crop", "choose", "find_crop",
+           "score_candidates"]
 
 CHECK_LR = 48
 """LR pixels a side of the crop the check scores (at least :data:`MIN_REDUCED_LR` x scale; a multiple of the scale)."""
@@ -152,6 +153,15 @@ def find_crop(read_lr: Callable[[int, int, int, int], np.ndarray], read_msi: Cal
             return r0, c0, lr, msi
     return (f"no {n_r} x {n_c} LR-pixel crop of the pair (centre or a {tries} x {tries} grid of positions) is free of "
             "nodata")
+
+
+def check_crop(read_lr: Callable[[int, int, int, int], np.ndarray], read_msi: Callable[[int, int, int, int], np.ndarray],
+               lr_shape: tuple[int, int], scale: int, size: int = CHECK_LR):
+    """The crop the check scores (:func:`find_crop`): a pair under :data:`MIN_REDUCED_LR` x ``scale`` LR px a side is
+    checked on a degraded pair of :data:`SMALL_REDUCED_LR` px a side. ``(find_crop's result, whether the pair was that
+    small)``; training on the pair holds the same crop out (``data.hold_out_check_crop``)."""
+    small = min(lr_shape) < MIN_REDUCED_LR * scale
+    return find_crop(read_lr, read_msi, lr_shape, scale, size, min_reduced=SMALL_REDUCED_LR if small else MIN_REDUCED_LR), small
 
 
 def score_candidates(lr: np.ndarray, msi: np.ndarray, scale: int, psf, srf: np.ndarray, fusers: dict[str, Fuser],

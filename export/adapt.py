@@ -248,8 +248,9 @@ def adapt_model(model_path, lr: np.ndarray, msi: np.ndarray, scale: int, psf: np
 def train_on_pair(lr_path, msi_path, seconds: float, folder, lr_name: str | None = None, msi_name: str | None = None,
                   progress=None, log=None) -> tuple[Path, bool]:
     """A small model trained from scratch on the pair for ``seconds`` (:func:`core.jobs.train.train_files`:
-    self-supervised, Wald's protocol, a residual on MTF-GLP-HS, an automatic held-out square), for a pair no
-    bundled model fits. Returns ``(model path in folder, whether a validated checkpoint beat the MTF-GLP-HS base
+    self-supervised, Wald's protocol with the pair's estimated PSF, a residual on MTF-GLP-HS, an automatic held-out
+    square, and the crop Super-resolve's check will score it on held out too, where the pair leaves room), for a pair
+    no bundled model fits. Returns ``(model path in folder, whether a validated checkpoint beat the MTF-GLP-HS base
     on the held-out square on PSNR and SAM)``; when it did not, use the base instead."""
     _torch()
     from core.jobs.train import train_files
@@ -258,6 +259,7 @@ def train_on_pair(lr_path, msi_path, seconds: float, folder, lr_name: str | None
     folder = Path(folder)
     scale = check_pair(lr_path, msi_path, lr_name=lr_name, msi_name=msi_name).scale
     res = train_files(folder / "pair_model.onnx", folder / "checkpoints", scale, lr_hsi=str(lr_path), hr_msi=str(msi_path),
-                      seconds=seconds, base="mtf_glp_hs", progress=progress, log=log or (lambda m: None), lr_name=lr_name,
+                      seconds=seconds, base="mtf_glp_hs", hold_out_check_crop=True, progress=progress,
+                      log=log or (lambda m: None), lr_name=lr_name,
                       msi_name=msi_name)
     return Path(res.onnx_path), res.selected_step is not None

@@ -20,7 +20,7 @@ from core.baselines import BASELINES
 from core.jobs.classical import STREAMED, available_memory, memory_needed
 from core.jobs.common import hr_valid_mask
 from core.raster_io import Window
-from core.referee import CHECK_LR, MIN_REDUCED_LR, SMALL_REDUCED_LR, Verdict, find_crop, score_candidates
+from core.referee import CHECK_LR, MIN_REDUCED_LR, SMALL_REDUCED_LR, Verdict, check_crop, score_candidates
 from core.sensor import as_psf, estimate_srf
 
 from . import defaults as dflt
@@ -65,11 +65,10 @@ def pair_srf(scene, lr: np.ndarray, msi: np.ndarray) -> np.ndarray:
 
 def pick_crop(scene, size: int = CHECK_LR):
     """The check's crop of ``scene``: ``(row0, col0, lr, msi)`` in the model's bands and units (bands with no
-    data filled with 0), or a string saying why there is none (:func:`core.referee.find_crop`)."""
+    data filled with 0), or a string saying why there is none (:func:`core.referee.check_crop`)."""
     pair, sc = scene.pair, scene.geom.scale
-    small = min(pair.lr_shape) < MIN_REDUCED_LR * sc
-    got = find_crop(filled(pair.read_lr_block, scene.setup.dead_lr), filled(pair.read_msi_block, scene.setup.dead_msi),
-                    pair.lr_shape, sc, size, min_reduced=SMALL_REDUCED_LR if small else MIN_REDUCED_LR)
+    got, small = check_crop(filled(pair.read_lr_block, scene.setup.dead_lr), filled(pair.read_msi_block, scene.setup.dead_msi),
+                            pair.lr_shape, sc, size)
     if not small:
         return got
     n = MIN_REDUCED_LR * sc
@@ -89,7 +88,10 @@ def check_scene(scene, denoisers, steps: int = dflt.DEFAULT_STEPS, sampler: str 
     is too small for the check or has no crop free of nodata.
 
     ``denoisers``: a :class:`~export.sampler.Denoiser` (the candidate ``model``) or ``{name: Denoiser}``, the
-    first the incumbent (:func:`core.referee.choose`); ``crop``: a :func:`pick_crop` result (default: picked here).
+    first the incumbent (:func:`core.referee.choose`), except for a model trained on a real pair by Wald's protocol
+    (``training.data.mode`` ``self_supervised``): MTF-GLP-HS is then the incumbent, which the model must beat on both
+    Wald PSNR and Wald SAM. The check is Wald's protocol, the very task such a model was trained on (its own
+    held-out square had to beat that base on both too). ``crop``: a :func:`pick_crop` result (default: picked here).
     """
     md, s = scene.md, scene.geom.scale
     dead_lr, dead_msi = scene.setup.dead_lr, scene.setup.dead_msi
@@ -130,6 +132,9 @@ def check_scene(scene, denoisers, steps: int = dflt.DEFAULT_STEPS, sampler: str 
             log.info(scene.notes[-1])
             continue
         fusers[name] = classical(name)
+    data = md.training.get("data")
+    if isinstance(data, dict) and data.get("mode") == "self_supervised" and "mtf_glp_hs" in fusers:
+        fusers = {"mtf_glp_hs": fusers["mtf_glp_hs"], **fusers}  # the incumbent: see the docstring
     return score_candidates(lr, msi, s, psf, srf, fusers, (r0, c0), progress, bands=good_lr, msi_bands=good_msi)
 
 

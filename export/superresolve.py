@@ -114,13 +114,20 @@ def _verdict_note(verdict, method: str, first: str = "model") -> str:
             return (f"check: no other candidate beats {who} on both Wald PSNR and Wald SAM (the best, {other.name}, is "
                     f"{-db:+.2f} dB on PSNR and {deg:+.3f} deg on SAM against it); its result is written")
         return f"check: {who} is the best candidate on the pair ({lead}); its result is written"
+    model = "the model" if first == "model" else f"the {first} model"
+    if method == w and w == verdict.scores[0].name:  # a classical incumbent: a model trained by Wald's protocol
+        m = verdict.score(first)
+        return (f"check: {model} was trained on Wald's protocol, which the check scores, so it must beat {w} on both Wald "
+                f"PSNR and Wald SAM; it does not ({first} {m.wald_psnr:.2f} dB / {m.wald_sam:.3f} deg, {w} "
+                f"{verdict.score(w).wald_psnr:.2f} dB / {verdict.score(w).wald_sam:.3f} deg); the output is {w}'s result "
+                "(check=off writes the model's result)")
     if method == first:
         m = verdict.score(first)
         return (f"check: {w} scores better than the model on the pair ({w} {verdict.score(w).wald_psnr:.2f} dB / "
                 f"{verdict.score(w).wald_sam:.3f} deg, {first} {m.wald_psnr:.2f} dB / {m.wald_sam:.3f} deg, Wald's protocol); "
                 f"the {first} model's result is written as asked (check=report)")
-    return (f"check: {w} beats the {first} model on this pair ({lead}); the output is {w}'s result, not the {first} "
-            "model's (check=off writes the model's result)")
+    return (f"check: {w} beats {model} on this pair ({lead}); the output is {w}'s result, not {model}'s "
+            "(check=off writes the model's result)")
 
 
 class RasterPairSource:

@@ -24,15 +24,16 @@ torch.set_num_threads(1)
 SCALE = 4
 
 
-def _pair(shared_data, folder, lr_side: int) -> tuple[str, str]:
-    """``(LR-HSI path, HR-MSI path)``: a ``lr_side x lr_side`` LR-HSI and its ``4 lr_side`` px HR-MSI."""
+def _pair(shared_data, folder, lr_side: int, shift: tuple[float, float] = (0.0, 0.0)) -> tuple[str, str]:
+    """``(LR-HSI path, HR-MSI path)``: a ``lr_side x lr_side`` LR-HSI and its ``4 lr_side`` px HR-MSI, each LR
+    pixel's footprint ``shift`` HR px off its block's centre."""
     cube, _ = read_raster(shared_data / "hydice_dcmall.tif")
     hr = cube[::6, : lr_side * SCALE, : lr_side * SCALE].astype(np.float32)
     srf = np.zeros((4, hr.shape[0]), np.float32)
     for k, idx in enumerate(np.array_split(np.arange(hr.shape[0]), 4)):
         srf[k, idx] = 1.0 / len(idx)
-    lr, msi = sensor.simulate_pair(hr, SCALE, srf, psf=sensor.gaussian_psf(SCALE), snr_db=40, seed=0)
-    lr_path, msi_path = folder / f"lr_{lr_side}.tif", folder / f"msi_{lr_side}.tif"
+    lr, msi = sensor.simulate_pair(hr, SCALE, srf, psf=sensor.gaussian_psf(SCALE, shift=shift), snr_db=40, seed=0)
+    lr_path, msi_path = folder / f"lr_{lr_side}_{shift[0]}.tif", folder / f"msi_{lr_side}_{shift[0]}.tif"
     write_raster(lr_path, lr, geotransform=(0.0, float(SCALE), 0.0, 0.0, 0.0, -float(SCALE)),
                  wavelengths=np.linspace(400.0, 2500.0, hr.shape[0]))
     write_raster(msi_path, msi, geotransform=(0.0, 1.0, 0.0, 0.0, 0.0, -1.0))
@@ -71,6 +72,13 @@ def test_a_25x25_pair_trains_with_the_patch_reduced_and_exports_the_best_validat
     exported = read_metadata(tmp_path / "m.onnx").training["steps"]
     assert exported == (res.selected_step if res.selected_step is not None else res.steps)
     assert ("exporting step" in log) == (res.selected_step is not None)
+    # The check scores it by Wald's protocol, the task it learned: MTF-GLP-HS is the incumbent it must beat on both
+    # Wald PSNR and SAM (6 steps from a zero head leave it at its base, so it does not)
+    from export.superresolve import superresolve
+
+    sr = superresolve(pair25[0], pair25[1], tmp_path / "m.onnx", tmp_path / "sr.tif", steps=1)
+    assert sr.check.scores[0].name == "mtf_glp_hs" and sr.method == "mtf_glp_hs", sr.notes
+    assert any("was trained on Wald's protocol" in n for n in sr.notes), sr.notes
 
 
 def test_a_pair_below_16x16_lr_pixels_is_refused_naming_its_sizes(shared_data, tmp_path):
@@ -119,6 +127,51 @@ def test_the_auto_held_out_square_is_inside_the_pair_and_never_in_a_training_cro
         for _ in range(40):
             z0 = data.sample_batch(rng, 4, patch)["z0"]
             assert float(data.hsi_norm.invert(z0.numpy()).max()) < 1e5
+
+
+def test_walds_protocol_degrades_a_misregistered_pair_by_its_estimated_psf(shared_data, tmp_path):
+    """A pair 0.75 HR px off: the reduced-scale pair is made with the estimated, shifted PSF, so its MSI lies on the
+    LR-HSI's footprints and the MTF-GLP-HS base is nearer its target than with the nominal centred PSF."""
+    from core.metrics import psnr
+
+    lr, msi = _pair(shared_data, tmp_path, 25, shift=(0.75, 0.75))
+    cfg = {"mode": "self_supervised", "hsi": lr, "msi": msi, "scale": SCALE, "val_region": None, "base": "mtf_glp_hs"}
+    est, nominal = (build_data(cfg | {"degradation": d}, patch=16) for d in ("estimate", "model"))
+    assert "offset dy +0.7" in est.describe()["degradation"] and "dx +0.7" in est.describe()["degradation"]
+    assert nominal.describe()["degradation"] is None
+    rows = np.arange(est.psf.shape[0]) - (est.psf.shape[0] - 1) / 2
+    assert abs(float((est.psf.sum(axis=1) * rows).sum()) - 0.75) < 0.05  # the kernel's centroid, HR px
+    assert np.array_equal(nominal.psf, sensor.gaussian_psf(SCALE).astype(np.float32))
+    gains = [psnr(d.scenes[0].ref, d.scenes[0].lr_up) for d in (est, nominal)]
+    assert gains[0] > gains[1] + 1.0, gains
+
+
+def test_the_checks_crop_is_held_out_of_training_on_the_pair(shared_data, pair25):
+    """Super-resolve's check scores a model trained on the pair by Wald's protocol on one crop: that crop (the same
+    :func:`core.referee.check_crop` on the same common area) is never in a training crop, nor in the validation square;
+    on a pair too small to train beside it, it is not held out and the data says why."""
+    from core.raster_io import read_raster
+    from core.referee import check_crop
+
+    hs, rgb = str(shared_data / "houston2018_hs.tif"), str(shared_data / "houston2018_rgb.tif")
+    data = build_data({"mode": "self_supervised", "hsi": hs, "msi": rgb, "scale": SCALE, "val_region": "auto",
+                       "hold_out_check_crop": True}, patch=16)
+    lr, msi = read_raster(hs)[0], read_raster(rgb)[0]
+    got, small = check_crop(lambda r, c, h, w: lr[:, r:r + h, c:c + w], lambda r, c, h, w: msi[:, r:r + h, c:c + w],
+                            lr.shape[1:], SCALE)
+    r, c, size = data.describe()["check_crop"]
+    assert not small and (r, c, size) == (got[0], got[1], got[2].shape[1]) and size >= 32
+    sc = data.scenes[0]
+    assert not sc.valid[r:r + size, c:c + size].any() and sc.valid.sum() > 0.5 * sc.valid.size
+    vr, vc, vs = data.describe()["val_region"]
+    assert vr + vs <= r or r + size <= vr or vc + vs <= c or c + size <= vc  # the validation square lies beside it
+    sc.ref[:, r:r + size, c:c + size] = 1e9
+    rng = np.random.default_rng(0)
+    for _ in range(40):
+        assert float(data.hsi_norm.invert(data.sample_batch(rng, 4, 16)["z0"].numpy()).max()) < 1e8
+    small_pair = build_data({"mode": "self_supervised", "hsi": pair25[0], "msi": pair25[1], "scale": SCALE,
+                             "val_region": "auto", "hold_out_check_crop": True}, patch=16)
+    assert small_pair.describe()["check_crop"].startswith("not held out: the check's crop [row 0, col 0, size 24]")
 
 
 def test_no_auto_square_when_it_would_take_the_whole_grid():
@@ -213,3 +266,24 @@ def test_the_train_algorithm_has_a_time_budget_parameter(qgis_app):
     p = alg.parameterDefinition("TRAIN_SECONDS")
     assert p is not None and p.defaultValue() == 0 and p.minimum() == 0
     assert "0 = use the iterations" in p.description()
+
+
+def test_the_train_algorithm_estimates_the_pairs_degradation_by_default(qgis_app, pair25, tmp_path):
+    """B (a real pair) degrades the pair by its estimated PSF unless asked for the nominal one; the log says which."""
+    import processing
+    from qgis.core import QgsApplication
+
+    alg = QgsApplication.processingRegistry().createAlgorithmById("hsrdiff:train")
+    p = alg.parameterDefinition("DEGRADATION")
+    assert p is not None and p.defaultValue() == 0 and p.options()[0].startswith("Estimate from the pair")
+    for choice, said in ((0, "the nominal one (the estimate matches it)"), (1, None)):
+        ckpt = tmp_path / f"ckpt{choice}"
+        processing.run("hsrdiff:train", {"LR_HSI": pair25[0], "HR_MSI": pair25[1], "SCALE": SCALE, "PRESET": 0, "SENSOR": None,
+                                         "ITERATIONS": 2, "BATCH": 1, "DEGRADATION": choice,
+                                         "MODEL": str(tmp_path / f"m{choice}.onnx"), "CHECKPOINTS": str(ckpt)})
+        info = json.loads((ckpt / "checkpoints" / "step_00000002" / "export_info.json").read_text())
+        assert info["training"]["data"]["degradation"] == said
+    with pytest.raises(Exception, match=r"HR-MSI layer '.*' has 4 bands but the sensor response 'sentinel2' has 10"):
+        processing.run("hsrdiff:train", {"LR_HSI": pair25[0], "HR_MSI": pair25[1], "SCALE": SCALE, "PRESET": 0,
+                                         "SENSOR": 0, "ITERATIONS": 2, "MODEL": str(tmp_path / "s2.onnx"),
+                                         "CHECKPOINTS": str(tmp_path / "ckpt_s2")})

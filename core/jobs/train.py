@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..progress import Cancelled, Progress, as_progress
+from .common import DEGRADATIONS
 
 __all__ = ["TrainResult", "training_config", "train_files"]
 
@@ -67,13 +68,19 @@ def training_config(
     seconds: float | None = None,
     val_region: str | list | None = "auto",
     base: str = "bicubic",
+    degradation: str = "estimate",
+    hold_out_check_crop: bool = False,
 ) -> dict:
     """The ``core.train`` config for these choices (what the CLI's YAML would hold).
 
     Patches are rounded up to a multiple of lcm(attention window 8, scale), and the trainer reduces them
     to what fits the image. Progressive learning runs the first 60 % of the iterations on half-size
     patches with twice the batch. ``base``: the conditioning image the network corrects (``bicubic`` or
-    ``mtf_glp_hs``, :mod:`core.conditioning`). ``val_region``: the held-out validation square ``[row, col, size]``
+    ``mtf_glp_hs``, :mod:`core.conditioning`). ``degradation`` (a real pair only): the PSF Wald's protocol degrades
+    the pair with, ``estimate`` (default: estimated from the pair, offset included, as Super-resolve does) or
+    ``model`` (the nominal centred Gaussian of ``sigma``). ``hold_out_check_crop`` (a real pair only): keep the crop
+    Super-resolve's check scores the model on out of training (``core.training.data._check_box``).
+    ``val_region``: the held-out validation square ``[row, col, size]``
     (pixels of the reference, or of the real LR-HSI), ``"auto"`` (default: placed inside the image by
     ``core.training.data.auto_val_region``) or None (no validation). It is validated on every tenth of the
     run and the best validated checkpoint is kept (``checkpoint.keep_best``). ``seconds``: a wall-clock
@@ -103,8 +110,10 @@ def training_config(
         stages = [{"steps": iterations, "patch": full, "batch": batch}]
     data = {"mode": "supervised", "hsi": str(reference), "scale": int(scale), "srf": sensor, "psf_sigma": sigma}
     if lr_hsi is not None:
+        if degradation not in DEGRADATIONS:
+            raise ValueError(f"unknown degradation {degradation!r}; choose {', '.join(DEGRADATIONS)}")
         data = {"mode": "self_supervised", "hsi": str(lr_hsi), "msi": str(hr_msi), "scale": int(scale), "srf": sensor,
-                "psf_sigma": sigma}
+                "psf_sigma": sigma, "degradation": degradation, "hold_out_check_crop": bool(hold_out_check_crop)}
     data["val_region"] = val_region
     data["base"] = base
     sched = _schedule(iterations)
@@ -253,6 +262,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--checkpoints", required=True, help="checkpoint folder (resumed when it holds a run)")
     ap.add_argument("--sensor", help="multispectral sensor name or SRF CSV (needed for A, optional for B)")
     ap.add_argument("--sigma", type=float, default=None, help="PSF sigma in HR pixels (default: FWHM = scale)")
+    ap.add_argument("--degradation", default="estimate", choices=DEGRADATIONS,
+                    help="B. the PSF Wald's protocol degrades the pair with: estimated from it (default) or the nominal one")
     ap.add_argument("--preset", default="small", choices=PRESETS, help="model size")
     ap.add_argument("--iterations", type=int, default=2000, help="training iterations (without --seconds)")
     ap.add_argument("--seconds", type=float, default=None, help="wall-clock budget in seconds instead of --iterations")
@@ -268,7 +279,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         res = train_files(a.model, a.checkpoints, a.scale, resume=not a.no_resume, allow_config_change=a.allow_config_change,
                           seconds=a.seconds, reference=a.reference, lr_hsi=a.lr_hsi, hr_msi=a.hr_msi, sensor=a.sensor,
-                          sigma=a.sigma, preset=a.preset, iterations=a.iterations, progressive=not a.no_progressive,
+                          sigma=a.sigma, degradation=a.degradation, preset=a.preset, iterations=a.iterations,
+                          progressive=not a.no_progressive,
                           patch=a.patch, batch=a.batch, seed=a.seed, val_region=a.val_region,
                           log=lambda line: print(line, flush=True))
     except (ValueError, OSError) as exc:

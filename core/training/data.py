@@ -9,7 +9,8 @@ b. ``self_supervised`` (Wald's protocol): a real co-registered LR-HSI ``Y`` / HR
    ratio ``scale`` (checked against the files, ``check_pair_scale``) and no reference.  Both are
    degraded by ``scale`` again (``core.sensor.degrade_spatial``); the network learns
    ``(D Y, D X) -> Y`` and is applied at the original scale (scale invariance assumption of Wald's
-   protocol).
+   protocol).  With ``degradation: estimate`` (``core.jobs.train``'s default) ``D`` is the pair's own PSF,
+   offset included, estimated from it as Super-resolve estimates it (:func:`_pair_degradation`).
 
 Random square crops (offsets on the ``scale`` grid so that the LR crop is exactly the crop's
 degradation, up to the reflect padding at crop borders used by ``D`` in the loss), random
@@ -497,6 +498,12 @@ def _clean_windows(sc: Scene, rng: np.random.Generator, count: int, scale: int, 
             yield r, c, hh, ww
 
 
+def _reader(cube: np.ndarray):
+    """``read(row0, col0, rows, cols)`` of an in-memory ``(bands, rows, cols)`` cube, as
+    :func:`core.jobs.common.estimate_degradation` reads a raster."""
+    return lambda r, c, h, w: cube[:, r:r + h, c:c + w]
+
+
 def _degraded_copies(sc: Scene, rng: np.random.Generator, count: int, scale: int, sensor: str, wavelengths: np.ndarray,
                      fwhm, msi_names: list[str], base: str, psf_sigma) -> list[Scene]:
     """``count`` sub-windows of ``sc`` (``data.degradation_augment``), each made into a pair by a new random degradation.
@@ -512,15 +519,12 @@ def _degraded_copies(sc: Scene, rng: np.random.Generator, count: int, scale: int
     from core.jobs.common import estimate_degradation
     from core.sensor.protocols import random_degradation
 
-    def reader(cube):
-        return lambda r, c, h, w: cube[:, r:r + h, c:c + w]
-
     out = []
     for r, c, hh, ww in _clean_windows(sc, rng, count, scale, 2):
         ref = sc.ref[:, r : r + hh, c : c + ww]
         deg = random_degradation(rng, scale, len(msi_names))
         lr, msi = deg.apply(ref, scale, sensor, wavelengths, fwhm, bands=msi_names, rng=rng)
-        reg, _ = estimate_degradation(reader(lr), reader(msi), lr.shape[1:], scale, "training LR-HSI", "training HR-MSI",
+        reg, _ = estimate_degradation(_reader(lr), _reader(msi), lr.shape[1:], scale, "training LR-HSI", "training HR-MSI",
                                       psf_sigma)
         out.append(Scene(ref, base_image(lr, msi, scale, base, psf_sigma, psf=None if reg is None else reg.psf(scale)),
                          msi, lr, np.ones((hh, ww), bool), window=True))
@@ -616,13 +620,59 @@ def _too_small(lr_valid: np.ndarray, lr_shape: tuple, msi_shape: tuple, scale: i
         f"LR pixels of valid data (an HR-MSI of {MIN_PAIR_LR * scale} x {MIN_PAIR_LR * scale} px at scale {scale})")
 
 
+def _check_box(lr: np.ndarray, msi: np.ndarray, scale: int) -> list[int] | str:
+    """``[row, col, size]`` on the LR-HSI's grid covering the crop Super-resolve's check scores a model on
+    (:func:`core.referee.check_crop` on ``lr (C, h, w)`` / ``msi (M, h*scale, w*scale)``, the common area, bands
+    with no valid pixel filled as the check fills them), or why there is none.
+
+    Why: the check degrades that crop by the scale and compares each candidate with the LR-HSI there, which is
+    Wald's protocol, the very task a model trained on the pair learns; trained on the crop too, the model is
+    scored on what it has seen and wins the check against classical methods it is worse than.
+    """
+    from ..referee import check_crop
+
+    def filled(cube):
+        dead = ~np.isfinite(cube).any(axis=(1, 2))
+        return _reader(np.where(dead[:, None, None], np.float32(0), cube) if dead.any() else cube)
+
+    got, _ = check_crop(filled(lr), filled(msi), lr.shape[1:], scale)
+    if isinstance(got, str):
+        return f"none: {got}"
+    r0, c0, crop_lr, _ = got
+    return [int(r0), int(c0), int(max(crop_lr.shape[1:]))]
+
+
+def _pair_degradation(lr: np.ndarray, msi: np.ndarray, scale: int, lr_name: str, msi_name: str,
+                      psf_sigma: float | None, nominal: np.ndarray) -> tuple[np.ndarray, str]:
+    """The real pair's own spatial degradation for Wald's protocol: the PSF (offset included) estimated from
+    ``lr (C, h, w)`` / ``msi (M, h*scale, w*scale)`` by :func:`core.jobs.common.estimate_degradation`, as
+    Super-resolve estimates it at inference, or ``nominal`` when it cannot be estimated or matches the nominal
+    one; with that choice in words.
+
+    Why: the reduced-scale pair must relate to its target as the real pair relates to the unknown HR-HSI.
+    Degrading both images by the pair's estimated PSF puts the degraded MSI on the LR-HSI's footprints, so
+    the network learns a correction registered with its MSI, as at full scale; the nominal centred PSF on
+    a pair that is half an HR pixel off teaches a shifted one.
+    """
+    from ..jobs.common import estimate_degradation
+
+    reg, why = estimate_degradation(_reader(lr), _reader(msi), lr.shape[1:], scale, lr_name, msi_name, psf_sigma)
+    if reg is None:
+        return nominal, "; ".join(why) or "the nominal one (the estimate matches it)"
+    return np.asarray(reg.psf(scale), np.float32), f"estimated from the pair: {reg.describe()}"
+
+
 def build_data(cfg: dict, seed: int = 0, patch: int | None = None, window: int = 8) -> DataBundle:
     """Build the training data from the ``data`` section of a training config.
 
     Keys: ``mode`` (``supervised`` | ``self_supervised``), ``hsi`` (path or list of paths: the
     reference cubes, or the real LR-HSI for self-supervised), ``msi`` (self-supervised: the HR-MSI),
     ``scale``, ``srf`` (sensor name or CSV path; supervised only, optional for self-supervised),
-    ``msi_bands`` (band names to keep, optional), ``psf_sigma`` (null = FWHM of ``scale``),
+    ``msi_bands`` (band names to keep, optional), ``psf_sigma`` (null = FWHM of ``scale``), ``degradation``
+    (self-supervised: ``estimate`` = degrade the pair by its estimated PSF, or ``model``, the default here = the
+    nominal centred Gaussian of ``psf_sigma``), ``hold_out_check_crop`` (self-supervised: hold out of training the
+    crop Super-resolve's check will score the model on, see :func:`_check_box`, when a training patch still fits
+    beside it; ``describe()["check_crop"]`` says which or why not),
     ``snr_db`` (noise of the simulated pair, null = none), ``base_windows`` (extra random sub-windows per
     scene whose base is recomputed on the window, for bases other than bicubic; 0 = none), ``spectral_augment``
     (extra recoloured sub-windows per scene, see ``_spectral_copies``; 0 = none), ``degradation_augment`` (extra
@@ -658,6 +708,8 @@ def build_data(cfg: dict, seed: int = 0, patch: int | None = None, window: int =
     wavelengths = fwhm = None
     band_idx = None
     input_bands = 0
+    degradation = None  # self-supervised with ``degradation: estimate``: the pair's estimate in words
+    check_box = None  # self-supervised with ``hold_out_check_crop``: the check's crop held out, or why not
 
     if mode == "supervised":
         for n, p in enumerate(paths):
@@ -712,11 +764,16 @@ def build_data(cfg: dict, seed: int = 0, patch: int | None = None, window: int =
             lw, mw = common
             y = y[:, lw.row_off:lw.row_off + lw.height, lw.col_off:lw.col_off + lw.width]
             x = x[:, mw.row_off:mw.row_off + mw.height, mw.col_off:mw.col_off + mw.width]
+        check_box = _check_box(y, x, scale) if cfg.get("hold_out_check_crop") else None
         wavelengths = None if y_cube.wavelengths is None else np.asarray(y_cube.wavelengths)[band_idx]
         fwhm = None if y_cube.fwhm is None else np.asarray(y_cube.fwhm)[band_idx]
         msi_names = list(x_cube.band_names) or [f"b{i + 1}" for i in range(x.shape[0])]
         if cfg.get("srf"):
             srf, msi_names = srf_matrix(cfg["srf"], wavelengths, fwhm, cfg.get("msi_bands"))
+            if srf.shape[0] != x.shape[0]:
+                raise ValueError(f"{mn} has {x.shape[0]} bands but the sensor response {Path(str(cfg['srf'])).name!r} has "
+                                 f"{srf.shape[0]} ({', '.join(msi_names)}): choose the HR-MSI's own sensor, or none (the "
+                                 "spectral-consistency loss is then off)")
         hy, wy = (y.shape[1] // scale) * scale, (y.shape[2] // scale) * scale
         y = y[:, :hy, :wy]
         x = x[:, : hy * scale, : wy * scale]
@@ -728,10 +785,19 @@ def build_data(cfg: dict, seed: int = 0, patch: int | None = None, window: int =
                           f"grid: {ln} is {lr_shape[1]} x {lr_shape[0]} px and {mn} {msi_shape[1]} x {msi_shape[0]} px, "
                           f"both degraded by {scale}, the LR-HSI to {wy // scale} x {hy // scale} px)")
         y, x = _fill_nodata(y), _fill_nodata(x)
+        if cfg.get("degradation", "model") == "estimate":
+            psf, degradation = _pair_degradation(y, x, scale, ln, mn, psf_sigma, psf)
         lr = np.asarray(sensor.degrade_spatial(y, scale, psf=psf), np.float32)
         msi = np.asarray(sensor.degrade_spatial(x, scale, psf=psf), np.float32)
-        lr_up = base_image(lr, msi, scale, base, psf_sigma)
+        lr_up = base_image(lr, msi, scale, base, psf_sigma, psf=psf)
         valid = y_valid & x_valid_lr & _holdout_mask((hy, wy), *exclude)
+        if isinstance(check_box, list):
+            beside = valid & _holdout_mask((hy, wy), check_box)
+            if largest_patch(beside, scale, multiple):
+                valid, exclude = beside, exclude + [check_box]
+            else:
+                check_box = (f"not held out: the check's crop [row {check_box[0]}, col {check_box[1]}, size "
+                             f"{check_box[2]}] leaves no room for a {multiple} px training patch")
         if auto:
             val_region = auto_val_region(valid, scale, multiple, patch)
         valid &= _holdout_mask((hy, wy), val_region)
@@ -790,6 +856,8 @@ def build_data(cfg: dict, seed: int = 0, patch: int | None = None, window: int =
         "base_windows": len(windows),
         "spectral_augment": len(recoloured),
         "degradation_augment": len(degraded),
+        "degradation": degradation,
+        "check_crop": check_box if mode == "self_supervised" else None,
     }
     return DataBundle(
         scenes=scenes + extra,

@@ -252,6 +252,12 @@ class Trainer:
         window = model_window(self.cfg["model"])
         top = max(int(st["patch"]) for st in self.cfg["stages"])
         self.data = data or build_data(self.cfg["data"], seed=seed, patch=top, window=window)
+        if self.data.describe().get("degradation"):
+            self.log(f"the pair's degradation for Wald's protocol: {self.data.describe()['degradation']}")
+        crop = self.data.describe().get("check_crop")
+        if crop:
+            self.log("the check's crop " + (f"[row {crop[0]}, col {crop[1]}, size {crop[2]}] (LR px) is held out of training"
+                                            if isinstance(crop, list) else crop))
         self.fit_patches(patch_multiple(self.data.scale, window))
         ckpt = None
         if resume and not (self.run_dir / "latest").exists():
