@@ -132,7 +132,7 @@ def run_pair(args) -> tuple[list[dict], list[str]]:
                 res = superresolve(lr_p, msi_p, model, t / "sr.tif")
                 chosen, product = res.method, read_raster(res.out_path)[0]
             else:
-                chosen = "mtf_glp_hs (no validated checkpoint beat it)"
+                chosen = "mtf_glp_hs (the model did not qualify: its validation lost, or the check crop was not held out)"
                 product = read_raster(fuse_classical_files("mtf_glp_hs", lr_p, msi_p, t / "glp.tif").path)[0]
             scores["product"] = score(product)
         best, dp, ds = _margin(scores["product"], {m: scores[m] for m in CLASSICAL})

@@ -287,3 +287,14 @@ def test_the_train_algorithm_estimates_the_pairs_degradation_by_default(qgis_app
         processing.run("hsrdiff:train", {"LR_HSI": pair25[0], "HR_MSI": pair25[1], "SCALE": SCALE, "PRESET": 0,
                                          "SENSOR": 0, "ITERATIONS": 2, "MODEL": str(tmp_path / "s2.onnx"),
                                          "CHECKPOINTS": str(tmp_path / "ckpt_s2")})
+
+
+def test_a_model_trained_on_a_pair_too_small_to_hold_the_checks_crop_out_does_not_compete(pair25, tmp_path):
+    """The check's crop of a 25 x 25 LR px pair is the whole pair: the model would be checked on what it trained on,
+    so it is not offered (MTF-GLP-HS is written instead), whatever its validation square said."""
+    from export.adapt import train_on_pair
+
+    lines: list[str] = []
+    path, compete = train_on_pair(pair25[0], pair25[1], 15, tmp_path, log=lines.append)
+    assert path.is_file() and not compete
+    assert any("too small to hold the check's crop out of training" in x for x in lines), lines

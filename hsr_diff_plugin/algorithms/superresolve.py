@@ -166,8 +166,9 @@ class SuperResolveAlgorithm(HsrDiffAlgorithm):
 
         shutil.rmtree(model.parent, ignore_errors=True)
         feedback.pushWarning("the model trained on this pair did not beat its MTF-GLP-HS base on the pair's held-out "
-                             "square (PSNR and SAM), or the pair had no room for such a square; MTF-GLP-HS is written "
-                             "instead. A longer adaptation time may do better.")
+                             "square (PSNR and SAM), or the pair had no room for such a square or for holding the check's "
+                             "crop out of training; MTF-GLP-HS is written instead. A longer adaptation time, or a larger "
+                             "pair, may do better.")
         out = self.parameterAsOutputLayer(parameters, "OUTPUT", context)
         res = fuse_classical_files("mtf_glp_hs", lr, msi, out, lr_name=lr_name, msi_name=msi_name,
                                    progress=self.progress(feedback).sub(0.6, 1.0),
