@@ -298,3 +298,20 @@ def test_a_model_trained_on_a_pair_too_small_to_hold_the_checks_crop_out_does_no
     path, compete = train_on_pair(pair25[0], pair25[1], 15, tmp_path, log=lines.append)
     assert path.is_file() and not compete
     assert any("too small to hold the check's crop out of training" in x for x in lines), lines
+
+
+def test_an_estimated_psf_width_at_the_edge_of_the_search_is_kept_with_a_warning(shared_data, tmp_path):
+    """The real Houston pair: the width reaches the top of the widths searched (1.2 x scale); the estimate is used and a
+    note names both layers and says the pair fits no PSF well. A pair 0.75 HR px off with the nominal width gets none."""
+    from core.jobs.common import estimate_degradation
+
+    def estimate(lr_path, msi_path):
+        lr, msi = read_raster(lr_path)[0], read_raster(msi_path)[0]
+        return estimate_degradation(lambda r, c, h, w: lr[:, r:r + h, c:c + w], lambda r, c, h, w: msi[:, r:r + h, c:c + w],
+                                    lr.shape[1:], SCALE, "Houston HS", "Houston RGB")
+
+    reg, notes = estimate(shared_data / "houston2018_hs.tif", shared_data / "houston2018_rgb.tif")
+    assert reg is not None and reg.sigma > 0.99 * 1.2 * SCALE
+    assert len(notes) == 1 and "'Houston HS' / 'Houston RGB'" in notes[0] and "edge of the widths searched" in notes[0]
+    reg, notes = estimate(*_pair(shared_data, tmp_path, 25, shift=(0.75, 0.75)))
+    assert reg is not None and abs(reg.dy - 0.75) < 0.05 and notes == []

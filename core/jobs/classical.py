@@ -123,7 +123,7 @@ def _estimated_psf(lr_path, msi_path, geo, lr_name, msi_name) -> tuple[np.ndarra
     if reg is None:
         return None, notes or ["estimated degradation: the nominal one (centred Gaussian, FWHM = scale)"]
     return reg.psf(geo.scale), [f"estimated degradation: {reg.describe()} (relative residual {reg.residual:.4f}, "
-                                f"{reg.residual_centred:.4f} with the nominal one)"]
+                                f"{reg.residual_centred:.4f} with the nominal one)"] + notes
 
 
 def _no_common_pixel(lr: np.ndarray, msi: np.ndarray, scale: int, lr_name: str, msi_name: str) -> ValueError:

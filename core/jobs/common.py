@@ -75,6 +75,7 @@ def estimate_degradation(read_lr, read_msi, lr_shape: tuple[int, int], scale: in
     from ..sensor.estimate import BOX_SIGMA, estimate_registration
     from ..sensor.psf import sigma_for_scale
 
+    bounds = (0.2 * scale, 1.2 * scale)
     rows, cols = (min(max_lr, n) for n in lr_shape)
     r0, c0 = (lr_shape[0] - rows) // 2, (lr_shape[1] - cols) // 2
     lr = read_lr(r0, c0, rows, cols)
@@ -82,7 +83,7 @@ def estimate_degradation(read_lr, read_msi, lr_shape: tuple[int, int], scale: in
     lr = lr[np.isfinite(lr).any(axis=(1, 2))]
     fallback = "the nominal degradation (centred Gaussian, FWHM = scale) is used"
     try:
-        reg = estimate_registration(lr, msi, scale, max_shift=2.5, sigma_bounds=(0.2 * scale, 1.2 * scale))
+        reg = estimate_registration(lr, msi, scale, max_shift=2.5, sigma_bounds=bounds)
     except (ValueError, np.linalg.LinAlgError) as exc:
         return None, [f"the degradation of '{lr_name}' / '{msi_name}' could not be estimated ({exc}); {fallback}"]
     nominal = sigma_for_scale(scale) if nominal_sigma is None else float(nominal_sigma)
@@ -92,11 +93,17 @@ def estimate_degradation(read_lr, read_msi, lr_shape: tuple[int, int], scale: in
     if reg.residual >= reg.residual_centred:
         return None, [f"estimating the degradation of '{lr_name}' / '{msi_name}' explained nothing more than the nominal "
                       f"one (relative residual {reg.residual:.4f}); {fallback}"]
+    edge = []
+    if not bounds[0] * 1.005 < reg.sigma < bounds[1] * 0.995:
+        edge = [f"the estimated PSF of '{lr_name}' / '{msi_name}' ({reg.describe()}) sits at the edge of the widths searched "
+                f"(sigma {bounds[0]:.2f}-{bounds[1]:.2f} HR px): no PSF of that family fits the pair well (relative residual "
+                f"{reg.residual:.3f}); the estimate is used, but the two layers' registration, scale or sharpness may differ "
+                "more than a PSF can say"]
     dy, dx = (0.0 if abs(v) < SNAP_SHIFT_PX else v for v in (reg.dy, reg.dx))
     if reg.shape == "box":  # snapped to the LR pixel's footprint, the block mean
         side = float(scale) if abs(reg.side / scale - 1) < SNAP_SIGMA else reg.side
-        return replace(reg, dy=dy, dx=dx, side=side, sigma=side * BOX_SIGMA), []
+        return replace(reg, dy=dy, dx=dx, side=side, sigma=side * BOX_SIGMA), edge
     sigma = nominal if abs(reg.sigma / nominal - 1) < SNAP_SIGMA else reg.sigma
     if dy == 0 and dx == 0 and sigma == nominal:
         return None, []
-    return replace(reg, dy=dy, dx=dx, sigma=sigma), []
+    return replace(reg, dy=dy, dx=dx, sigma=sigma), edge

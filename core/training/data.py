@@ -659,7 +659,7 @@ def _pair_degradation(lr: np.ndarray, msi: np.ndarray, scale: int, lr_name: str,
     reg, why = estimate_degradation(_reader(lr), _reader(msi), lr.shape[1:], scale, lr_name, msi_name, psf_sigma)
     if reg is None:
         return nominal, "; ".join(why) or "the nominal one (the estimate matches it)"
-    return np.asarray(reg.psf(scale), np.float32), f"estimated from the pair: {reg.describe()}"
+    return np.asarray(reg.psf(scale), np.float32), "; ".join([f"estimated from the pair: {reg.describe()}", *why])
 
 
 def build_data(cfg: dict, seed: int = 0, patch: int | None = None, window: int = 8) -> DataBundle:
