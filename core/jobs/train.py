@@ -78,7 +78,8 @@ def training_config(
     patches with twice the batch. ``base``: the conditioning image the network corrects (``bicubic`` or
     ``mtf_glp_hs``, :mod:`core.conditioning`). ``degradation`` (a real pair only): the PSF Wald's protocol degrades
     the pair with, ``estimate`` (default: estimated from the pair, offset included, as Super-resolve does) or
-    ``model`` (the nominal centred Gaussian of ``sigma``). ``hold_out_check_crop`` (a real pair only): keep the crop
+    ``model`` (the nominal centred Gaussian of ``sigma``); a given ``sigma`` is the PSF used, so it means ``model``.
+    ``hold_out_check_crop`` (a real pair only): keep the crop
     Super-resolve's check scores the model on out of training (``core.training.data._check_box``).
     ``val_region``: the held-out validation square ``[row, col, size]``
     (pixels of the reference, or of the real LR-HSI), ``"auto"`` (default: placed inside the image by
@@ -113,7 +114,8 @@ def training_config(
         if degradation not in DEGRADATIONS:
             raise ValueError(f"unknown degradation {degradation!r}; choose {', '.join(DEGRADATIONS)}")
         data = {"mode": "self_supervised", "hsi": str(lr_hsi), "msi": str(hr_msi), "scale": int(scale), "srf": sensor,
-                "psf_sigma": sigma, "degradation": degradation, "hold_out_check_crop": bool(hold_out_check_crop)}
+                "psf_sigma": sigma, "degradation": "model" if sigma is not None else degradation,
+                "hold_out_check_crop": bool(hold_out_check_crop)}
     data["val_region"] = val_region
     data["base"] = base
     sched = _schedule(iterations)
@@ -263,7 +265,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sensor", help="multispectral sensor name or SRF CSV (needed for A, optional for B)")
     ap.add_argument("--sigma", type=float, default=None, help="PSF sigma in HR pixels (default: FWHM = scale)")
     ap.add_argument("--degradation", default="estimate", choices=DEGRADATIONS,
-                    help="B. the PSF Wald's protocol degrades the pair with: estimated from it (default) or the nominal one")
+                    help="B. the PSF Wald's protocol degrades the pair with: estimated from it (default) or the nominal "
+                         "one (--sigma sets the nominal one and means model)")
     ap.add_argument("--preset", default="small", choices=PRESETS, help="model size")
     ap.add_argument("--iterations", type=int, default=2000, help="training iterations (without --seconds)")
     ap.add_argument("--seconds", type=float, default=None, help="wall-clock budget in seconds instead of --iterations")

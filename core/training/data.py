@@ -764,7 +764,10 @@ def build_data(cfg: dict, seed: int = 0, patch: int | None = None, window: int =
             lw, mw = common
             y = y[:, lw.row_off:lw.row_off + lw.height, lw.col_off:lw.col_off + lw.width]
             x = x[:, mw.row_off:mw.row_off + mw.height, mw.col_off:mw.col_off + mw.width]
+        # On the common area as Super-resolve reads it (untrimmed, nodata kept), so both find what it finds.
         check_box = _check_box(y, x, scale) if cfg.get("hold_out_check_crop") else None
+        if cfg.get("degradation", "model") == "estimate":
+            psf, degradation = _pair_degradation(y, x, scale, ln, mn, psf_sigma, psf)
         wavelengths = None if y_cube.wavelengths is None else np.asarray(y_cube.wavelengths)[band_idx]
         fwhm = None if y_cube.fwhm is None else np.asarray(y_cube.fwhm)[band_idx]
         msi_names = list(x_cube.band_names) or [f"b{i + 1}" for i in range(x.shape[0])]
@@ -785,8 +788,6 @@ def build_data(cfg: dict, seed: int = 0, patch: int | None = None, window: int =
                           f"grid: {ln} is {lr_shape[1]} x {lr_shape[0]} px and {mn} {msi_shape[1]} x {msi_shape[0]} px, "
                           f"both degraded by {scale}, the LR-HSI to {wy // scale} x {hy // scale} px)")
         y, x = _fill_nodata(y), _fill_nodata(x)
-        if cfg.get("degradation", "model") == "estimate":
-            psf, degradation = _pair_degradation(y, x, scale, ln, mn, psf_sigma, psf)
         lr = np.asarray(sensor.degrade_spatial(y, scale, psf=psf), np.float32)
         msi = np.asarray(sensor.degrade_spatial(x, scale, psf=psf), np.float32)
         lr_up = base_image(lr, msi, scale, base, psf_sigma, psf=psf)

@@ -35,10 +35,11 @@ class TrainAlgorithm(HsrDiffAlgorithm):
         "multispectral sensor response (required) and a Gaussian PSF (sigma in HR pixels; 0 = FWHM equals the scale). "
         "Use it when you have a sharp hyperspectral image (airborne, or a CAVE-style scene).<br>"
         "<b>B. Real LR-HSI + real HR-MSI</b> (self-supervised, Wald's protocol): both are degraded by the scale and "
-        "the model learns to rebuild the LR-HSI. Both are degraded by the pair's own PSF, estimated from it (sub-pixel "
-        "offset, shape and width, printed in the log; <i>Degradation</i>), so that the degraded MSI lies on the LR-HSI's "
-        "footprints as the real MSI lies on the unknown HR-HSI's; the sensor response is optional (without it the spectral-consistency "
-        "loss is off). Use it for the satellite pair you want to sharpen (EnMAP + Sentinel-2).<br>"
+        "the model learns to rebuild the LR-HSI. The degradation is the pair's own PSF, estimated from it (sub-pixel "
+        "offset, shape and width, printed in the log; <i>Degradation</i>, used when PSF sigma is 0), so that the degraded "
+        "MSI lies on the LR-HSI's footprints as the real MSI lies on the unknown HR-HSI's; the sensor response is "
+        "optional (without it the spectral-consistency loss is off). Use it for the satellite pair you want to sharpen "
+        "(EnMAP + Sentinel-2).<br>"
         "Any other combination (all three, the reference with one image of the pair, one image alone) is refused before "
         "the run starts.<br><b>Model size</b>: tiny (tests), small (trainable on a CPU in tens of minutes), paper (31.6 M "
         "parameters, needs a GPU). <b>Progressive</b> learning trains the first 60 % of the iterations on half-size "
@@ -119,8 +120,7 @@ class TrainAlgorithm(HsrDiffAlgorithm):
             model, ckpt, self.parameterAsInt(parameters, "SCALE", context), progress=self.progress(feedback), log=feedback.pushInfo,
             reference=ref, lr_hsi=lr, hr_msi=msi, sensor=sensor_from_parameters(self, parameters, context),
             sigma=self.parameterAsDouble(parameters, "SIGMA", context) or None,
-            degradation=("model" if self.parameterAsDouble(parameters, "SIGMA", context) else
-                         DEGRADATION_OPTIONS[self.parameterAsEnum(parameters, "DEGRADATION", context)][0]),
+            degradation=DEGRADATION_OPTIONS[self.parameterAsEnum(parameters, "DEGRADATION", context)][0],
             preset=PRESETS[self.parameterAsEnum(parameters, "PRESET", context)],
             iterations=self.parameterAsInt(parameters, "ITERATIONS", context),
             progressive=self.parameterAsBool(parameters, "PROGRESSIVE", context),
