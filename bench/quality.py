@@ -230,12 +230,14 @@ def _fitting_model(model_path: str | None, hsi_bands: int, msi_band_names: list[
 
 def hsrdiff(lr_hsi: np.ndarray, hr_msi: np.ndarray, scale: int, srf=None, psf=None, model_path: str | None = None,
             wavelengths=None, fwhm=None, msi_band_names=None, steps: int | None = None, sampler: str | None = None,
-            samples: int | None = None, degradation: str | None = None, check: str | None = None, **_) -> tuple[np.ndarray, dict]:
+            samples: int | None = None, degradation: str | None = None, check: str | None = None, blend: bool = True,
+            **_) -> tuple[np.ndarray, dict]:
     """HSR-Diff through ``export.superresolve.superresolve`` on temporary GeoTIFFs (local pixel grid, no CRS).
 
     The model is chosen by its metadata (:func:`_fitting_model`); sampler settings are the plugin's defaults
     (``export.defaults``) unless ``steps``/``sampler``/``samples``/``degradation`` are given (``samples`` > 1: their
-    mean; ``degradation``: ``estimate`` or ``model``). ``srf``/``psf`` are not used: the model learned them, and the
+    mean; ``degradation``: ``estimate`` or ``model``; ``blend``: Super-resolve's average with CNMF on a noisy pair).
+    ``srf``/``psf`` are not used: the model learned them, and the
     degradation it conditions on is its own or the one estimated from the pair. Returns the result and the row's
     ``model``, ``model_info``, ``sampler`` and ``degradation`` (what the run used) facts.
     """
@@ -264,10 +266,13 @@ def hsrdiff(lr_hsi: np.ndarray, hr_msi: np.ndarray, scale: int, srf=None, psf=No
                             band_names=[f"band {i + 1}" for i in range(lr_hsi.shape[0])])
         msi_p = write_raster(Path(tmp) / "msi.tif", np.asarray(hr_msi, np.float32), geotransform=(0.0, 1.0, 0.0, 0.0, 0.0, -1.0),
                              band_names=names)
-        res = superresolve(lr_p, msi_p, path, Path(tmp) / "out.tif", **kw)
+        res = superresolve(lr_p, msi_p, path, Path(tmp) / "out.tif", blend=blend, **kw)
         out, _ = read_raster(res.out_path)
-        used = gdal.Open(res.out_path).GetMetadataItem("hsr_diff_degradation")
+        ds = gdal.Open(res.out_path)
+        used, blended = ds.GetMetadataItem("hsr_diff_degradation"), ds.GetMetadataItem("hsr_diff_blend")
+        ds = None
     return out, {"model": os.path.basename(path), "model_info": md.describe(), "degradation": used, "chosen": res.method,
+                 "blend": blended,
                  "sampler": f"{kw['sampler']} {kw['steps']} steps, eta {kw['eta']}, seed {kw['seed']}, "
                                                                  f"{kw['samples']} sample(s), {res.provider_info}"}
 

@@ -83,7 +83,8 @@ UNITS = ("auto", "scene", "tiles")
 """What a task computes: a scene, or a group of tiles of a scene (see :func:`run_batch`)."""
 
 SAMPLER_OPTIONS = frozenset({"steps", "sampler", "eta", "seed", "samples", "tile", "overlap", "batch", "device",
-                             "allow_fallback", "allow_scale_mismatch", "degradation", "output_type", "check"})
+                             "allow_fallback", "allow_scale_mismatch", "degradation", "output_type", "check",
+                             "blend"})
 """Keyword arguments of :func:`export.superresolve.superresolve` that :func:`run_batch` passes to every scene."""
 
 
@@ -336,18 +337,21 @@ def _stderr(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def _merge_scene(scene, run, parts: Path, pair: Pair, uncertainty: bool, options: dict) -> None:
-    """Assemble a split scene's owner regions from the workers' pieces into its output(s), atomically."""
+def _merge_scene(scene, run, parts: Path, pair: Pair, uncertainty: bool, options: dict, srf=None) -> None:
+    """Assemble a split scene's owner regions from the workers' pieces into its output(s), atomically (averaged with
+    CNMF's result on a noisy pair, as :func:`export.superresolve.superresolve` does; ``srf``: the check's response)."""
     import numpy as np
 
     from core.raster_io import commit_all
 
+    from .check import blended_sink
     from .superresolve import check_outputs, open_writers
 
     out, unc = check_outputs(pair.out, pair.uncertainty if uncertainty else None, run.samples, pair.lr, pair.msi)
     group_of = {(t.i, t.j): g for g, grp in enumerate(run.groups) for t in grp}
     with ExitStack() as stack:
         writers, sink = open_writers(stack, scene, out, unc, run.samples, run.tile, run.overlap)
+        sink = blended_sink(scene, sink, srf)
         files: dict[int, object] = {}
         stack.callback(lambda: [f.close() for f in files.values()])
         last_row = [max(t.i for t in grp) for grp in run.groups]
@@ -386,7 +390,8 @@ def _open_split(stack: ExitStack, pair: Pair, model: str, uncertainty: bool, sam
     try:
         scene = open_scene(own, pair.lr, pair.msi, model, md, allow_scale_mismatch=options.get("allow_scale_mismatch", False),
                            degradation=options.get("degradation", dflt.DEFAULT_DEGRADATION),
-                           output_type=options.get("output_type", dflt.DEFAULT_OUTPUT_TYPE), sampler_note=sampler_note(**options))
+                           output_type=options.get("output_type", dflt.DEFAULT_OUTPUT_TYPE), sampler_note=sampler_note(**options),
+                           blend=options.get("blend", True))
         den = _cached_denoiser(model, options.get("device", dflt.DEFAULT_DEVICE), options.get("allow_fallback", False))
         verdict, method = decide(scene, den, options.get("check", dflt.DEFAULT_CHECK),
                            **{k: options[k] for k in ("steps", "sampler", "eta", "seed") if k in options})
@@ -411,6 +416,7 @@ def _open_split(stack: ExitStack, pair: Pair, model: str, uncertainty: bool, sam
 
     stack.callback(close)  # a failed, interrupted or finished batch leaves no parts behind
     return {"scene": scene, "run": run, "parts": parts, "options": options, "left": len(run.groups), "attempts": 1,
+            "srf": None if verdict is None else verdict.srf,
             "workers": set(), "start": time.perf_counter(), "close": close}
 
 
@@ -560,7 +566,7 @@ def run_batch(pairs: Iterable[Pair | tuple] | str | os.PathLike, model: str | os
                             f"{_duration(el / done * sc['left'])} left")
                         continue
                     try:
-                        _merge_scene(sc["scene"], sc["run"], sc["parts"], r.pair, uncertainty, sc["options"])
+                        _merge_scene(sc["scene"], sc["run"], sc["parts"], r.pair, uncertainty, sc["options"], sc["srf"])
                         r.status = "done"
                     except Exception as merge_exc:  # noqa: BLE001 - reported with the scene
                         r.status, r.error = "failed", f"merging the tiles: {type(merge_exc).__name__}: {merge_exc}"
@@ -611,7 +617,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     options = dict(steps=args.steps, sampler=args.sampler, eta=args.eta, seed=args.seed, samples=args.samples, tile=args.tile,
                    overlap=args.overlap, batch=args.batch, device=args.device, degradation=args.degradation, check=args.check,
-                   allow_fallback=args.allow_fallback, output_type=args.output_type)
+                   allow_fallback=args.allow_fallback, output_type=args.output_type, blend=args.blend)
     try:
         res = run_batch(args.pairs, model=args.model or None, scheduler=args.scheduler, workers=args.workers,
                         models_dir=args.models_dir, uncertainty=args.uncertainty, log=None if args.quiet else _stderr,

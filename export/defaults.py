@@ -52,6 +52,9 @@ def add_sampler_arguments(ap) -> None:
                     help="best: score the model and MTF-GLP-HS, GSA and CNMF on the pair (Wald's protocol and "
                          "consistency, on a crop) and write the best (default); report: score them, write the model's "
                          "result; off: no check")
+    ap.add_argument("--no-blend", dest="blend", action="store_false",
+                    help="on a noisy LR-HSI (denoised by --degradation estimate), write the model's result alone, not "
+                         "averaged with CNMF's")
 
 
 def add_output_arguments(ap) -> None:

@@ -35,7 +35,7 @@ from core.raster_io import RasterReader, RasterWriter, Window, bands_with_data, 
 from core.sensor.noise import DENOISE_BELOW_DB, SpectralDenoiser, band_noise_std, fit_denoiser
 
 from . import defaults as dflt
-from .check import check_scene, write_classical
+from .check import blend_weight, blended_sink, check_scene, write_classical
 from .inputs import InputMismatch, InputPlan, plan_inputs
 from .metadata import read_metadata
 from .sampler import Denoiser
@@ -52,6 +52,8 @@ PHASES = {"check": 0.02, "base": 0.05, "adapt": 0.05, "referee": 0.12}
 classical methods, then the tiles (or the classical method that won); with adaptation, :data:`ADAPT_PHASES`."""
 ADAPT_PHASES = PHASES | {"adapt": 0.6, "referee": 0.7}
 """The phases of a run that adapts the model first (the adaptation's budget is most of its time)."""
+BLEND_SHARE = 0.1
+"""The share of the tiles' progress range CNMF's whole-area fusion takes when the result is averaged with it."""
 DENOISE_FIT_LR = 128
 """LR pixels a side of the central crop the LR-HSI's noise and denoiser are estimated on."""
 
@@ -227,7 +229,8 @@ class SceneSetup:
     denoiser (None = read as it is); ``base_fit``: the global part of the
     conditioning base (:class:`core.baselines.glp.GLPFit`, None for a bicubic base); ``notes``: the
     warnings the setup raised; ``lr_noise_std``: the LR-HSI's noise per band (model order) when the result is made
-    consistent with the LR-HSI (:class:`export.tiling.BackProjection`), None when it is not.
+    consistent with the LR-HSI (:class:`export.tiling.BackProjection`), None when it is not; ``blend_weight``: the
+    model's share of the result, the rest CNMF's (:func:`export.check.blend_weight`; 1: the model's alone).
     """
 
     dead_lr: np.ndarray
@@ -237,6 +240,7 @@ class SceneSetup:
     lr_denoiser: SpectralDenoiser | None = None
     notes: list[str] = field(default_factory=list)
     lr_noise_std: np.ndarray | None = None
+    blend_weight: float = 1.0
 
 
 @dataclass
@@ -258,10 +262,11 @@ class Scene:
 
 
 def _setup(source: RasterPairSource, md, geom: PairGeometry, ln: str, mn: str, degradation: str, prog: Progress,
-           back_project: bool = False) -> SceneSetup:
+           back_project: bool = False, blend: bool = True) -> SceneSetup:
     """The scan for empty bands and the degradation estimate of one scene (the base is fitted by the caller);
     ``back_project``: keep the LR-HSI's noise per band for :class:`export.tiling.BackProjection` (with ``estimate``
-    and an LR-HSI that is not denoised)."""
+    and an LR-HSI that is not denoised); ``blend``: average the model's result with CNMF's on a denoised (noisy)
+    LR-HSI (:func:`export.check.blend_weight`)."""
     dead_lr, dead_msi, notes = _dead_bands(source, ln, mn, prog.sub(0.0, PHASES["check"]))
     for n in notes:
         log.warning(n)
@@ -269,6 +274,12 @@ def _setup(source: RasterPairSource, md, geom: PairGeometry, ln: str, mn: str, d
     if degradation == "estimate":
         prog.report(PHASES["check"], "estimating the LR-HSI's noise")
         lr_denoiser, noise_std, why = _fit_lr_denoiser(source, dead_lr, ln)
+        notes += why
+    weight = 1.0
+    if blend and lr_denoiser is not None:
+        weight, why = blend_weight(md.hsi_bands, source.rows, source.cols, lr_denoiser.snr_db, ln)
+        for n in why:
+            (log.info if weight < 1.0 else log.warning)("%s", n)
         notes += why
     if degradation == "estimate" and md.base != "bicubic":
         prog.report(PHASES["check"], "estimating the pair's degradation")
@@ -287,7 +298,7 @@ def _setup(source: RasterPairSource, md, geom: PairGeometry, ln: str, mn: str, d
     back = noise_std if back_project and lr_denoiser is None else None  # a denoised LR-HSI: no back-projection onto it
     if back is not None:
         log.info("the result is made consistent with the LR-HSI through the PSF (noise-aware back-projection)")
-    return SceneSetup(dead_lr, dead_msi, reg, None, lr_denoiser, notes, back)
+    return SceneSetup(dead_lr, dead_msi, reg, None, lr_denoiser, notes, back, weight)
 
 
 def _fit_lr_denoiser(source: RasterPairSource, dead_lr: np.ndarray,
@@ -319,7 +330,7 @@ def _fit_lr_denoiser(source: RasterPairSource, dead_lr: np.ndarray,
 def open_scene(stack: ExitStack, lr_path, msi_path, model_path, md=None, lr_name: str | None = None,
                msi_name: str | None = None, allow_scale_mismatch: bool = False, degradation: str = dflt.DEFAULT_DEGRADATION,
                output_type: str = dflt.DEFAULT_OUTPUT_TYPE, sampler_note: str = "", progress: Progress | None = None,
-               setup: SceneSetup | None = None, back_project: bool = False) -> Scene:
+               setup: SceneSetup | None = None, back_project: bool = False, blend: bool = True) -> Scene:
     """Open and check a pair for ``model_path`` (readers closed by ``stack``) and prepare its conditioned source.
 
     Without ``setup`` this scans for empty bands, estimates the degradation (``degradation``, see
@@ -340,7 +351,7 @@ def open_scene(stack: ExitStack, lr_path, msi_path, model_path, md=None, lr_name
         for n in plan.notes:
             log.warning(n)
         prog.report(0.0, "checking the inputs")
-        setup = _setup(RasterPairSource(lr, msi, geom, plan), md, geom, ln, mn, degradation, prog, back_project)
+        setup = _setup(RasterPairSource(lr, msi, geom, plan), md, geom, ln, mn, degradation, prog, back_project, blend)
     notes = list(geom.notes) + plan.notes + setup.notes  # check_pair logged its own
     pair = RasterPairSource(lr, msi, geom, plan, setup.dead_msi, setup.lr_denoiser)
     reg = setup.registration
@@ -353,6 +364,8 @@ def open_scene(stack: ExitStack, lr_path, msi_path, model_path, md=None, lr_name
     provenance = {"hsr_diff_degradation": "model" if reg is None else
                   f"estimated: {reg.describe()}",
                   "hsr_diff_lr_denoise": "none" if setup.lr_denoiser is None else setup.lr_denoiser.describe(),
+                  "hsr_diff_blend": "none" if setup.blend_weight >= 1.0 else
+                  f"{setup.blend_weight:.3f} x the model's result + {1 - setup.blend_weight:.3f} x CNMF's (core.ensemble)",
                   "hsr_diff_consistency": "none" if setup.lr_noise_std is None else
                   "noise-aware back-projection onto the LR-HSI through the PSF",
                   "hsr_diff_model": os.path.basename(os.fspath(model_path)), "hsr_diff_model_info": md.describe(),
@@ -375,7 +388,9 @@ def open_writers(stack: ExitStack, scene: Scene, out_path, unc_path, samples: in
     if unc_path is not None:
         content = (f"per-pixel standard deviation of {samples} samples times the model's calibration factor "
                    f"{md.uncertainty_scale:g}" + ("" if md.uncertainty_activity == 0 else
-                   f", combined with {md.uncertainty_activity:g} x the result's local gradient (core.uncertainty)"))
+                   f", combined with {md.uncertainty_activity:g} x the result's local gradient (core.uncertainty)")
+                   + ("" if scene.setup.blend_weight >= 1.0 else
+                      f", times {scene.setup.blend_weight:.3f}, the model's weight in the average with CNMF (core.ensemble)"))
         unc = RasterWriter(unc_path, scene.shape, band_names=[f"std {n}" for n in lm.band_names],
                            metadata={**scene.provenance, "hsr_diff_content": content}, **common)
         stack.callback(unc.abort)
@@ -477,6 +492,7 @@ def superresolve(
     adapt_seconds: float = 0.0,
     adapted_model_path=None,
     back_project: bool = False,
+    blend: bool = True,
 ) -> SuperResolveResult:
     """Fuse ``lr_path`` (LR-HSI) and ``msi_path`` (HR-MSI) with the model at ``model_path`` into ``out_path``.
 
@@ -506,6 +522,10 @@ def superresolve(
     LR-HSI through the estimated PSF (:class:`export.tiling.BackProjection`, noise-aware; not when the LR-HSI is
     denoised), in the check's runs too. The correction is computed tile by tile, so unlike the model's result it
     depends on the tiling near tile edges.
+    ``blend`` (on by default): where the LR-HSI is denoised (estimated SNR below ``DENOISE_BELOW_DB``), the model's
+    result is averaged with CNMF's over the whole scene, the model's weight rising with the SNR
+    (:mod:`core.ensemble`; in the check's runs too; not when CNMF's whole-area fusion would not fit in memory);
+    the uncertainty is the model's spread times its weight.
     """
     t0 = time.perf_counter()
     if check not in dflt.CHECKS:  # before any work
@@ -525,7 +545,7 @@ def superresolve(
         prog = Progress(progress, cancel)
         scene = open_scene(stack, lr_path, msi_path, model_path, md, lr_name, msi_name, allow_scale_mismatch, degradation,
                            output_type, sampler_note(steps, sampler, eta, seed, samples), prog,
-                           back_project=back_project)
+                           back_project=back_project, blend=blend)
         den = denoiser if denoiser is not None else Denoiser(model_path, device=device, allow_fallback=allow_fallback, threads=threads)
         log.info("%s; %s", md.describe(), den.info.describe())
         log.info("output: %d bands x %d x %d px (%.2f GB as float32), scale %d, %s %d steps x %d sample(s)",
@@ -556,9 +576,11 @@ def superresolve(
         stats = None
         rest = prog.sub(phases["referee"], 1.0)
         if method in models:
+            split = BLEND_SHARE if scene.setup.blend_weight < 1.0 else 0.0
+            sink = blended_sink(scene, sink, None if verdict is None else verdict.srf, rest.sub(0.0, split).report)
             stats = run_tiled(models[method], scene.source, sink, steps=steps, sampler=sampler, eta=eta, seed=seed,
-                              samples=samples, tile=tile, overlap=overlap, batch=batch, progress=_Eta(rest, log),
-                              with_std=unc_path is not None)
+                              samples=samples, tile=tile, overlap=overlap, batch=batch,
+                              progress=_Eta(rest.sub(split, 1.0), log), with_std=unc_path is not None)
         else:
             write_classical(scene, method, sink, verdict.srf, unc_path is not None, rest.report)
         commit_all(writers)
@@ -624,7 +646,7 @@ def main(argv: list[str] | None = None) -> int:
                            seed=args.seed, samples=args.samples, tile=args.tile, overlap=args.overlap, device=args.device,
                            uncertainty_path=args.uncertainty, progress=bar, batch=args.batch, threads=args.threads,
                            allow_fallback=args.allow_fallback, degradation=args.degradation, output_type=args.output_type,
-                           check=args.check, back_project=args.back_project)
+                           check=args.check, back_project=args.back_project, blend=args.blend)
     except (Cancelled, KeyboardInterrupt):
         if bar:
             bar.close()

@@ -240,6 +240,29 @@ def test_one_scene_as_tile_units_on_two_workers_is_bit_identical(split_scene, cl
     assert sorted(q.name for q in tmp_path.iterdir()) == ["sr.tif", "sr_std.tif"]  # the tile parts are gone
 
 
+def test_a_noisy_scene_as_tile_units_is_averaged_with_cnmf_as_a_single_run_is(split_scene, client, tmp_path):
+    """The split scene with 30 dB of noise on its LR-HSI: the merged output is the model's tiles averaged with CNMF's
+    fusion (``core.ensemble``), bit-identical to one process's run, uncertainty included."""
+    from core.raster_io import write_raster
+
+    p = split_scene["pair"]
+    lr, meta = read_raster(p["lr"])
+    sd = np.nanmean(np.abs(lr), axis=(1, 2)) / 10 ** (30 / 20)
+    noisy = write_raster(tmp_path / "lr_noisy.tif", (lr + np.random.default_rng(1).standard_normal(lr.shape)
+                                                      * sd[:, None, None]).astype(np.float32), meta)
+    kw = dict(SPLIT_KW, check="report")
+    ref, ref_std = tmp_path / "ref.tif", tmp_path / "ref_std.tif"
+    superresolve(noisy, p["msi"], split_scene["model"], ref, threads=1, uncertainty_path=ref_std, **kw)
+    assert gdal.Open(str(ref)).GetMetadataItem("hsr_diff_blend").endswith("x CNMF's (core.ensemble)")
+    out = tmp_path / "out"
+    out.mkdir()
+    res = run_batch([Pair(str(noisy), str(p["msi"]), str(out / "sr.tif"))], model=split_scene["model"], scheduler=client,
+                    uncertainty=True, log=None, units="tiles", **kw)
+    assert res.ok, res.summary()
+    _same_file(out / "sr.tif", ref)
+    _same_file(out / "sr_std.tif", ref_std)
+
+
 class KillInTiles(distributed.WorkerPlugin):
     """Kills the worker process in the first tile task it is given (once in the whole cluster)."""
 

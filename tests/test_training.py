@@ -190,7 +190,7 @@ def test_tiny_model_overfits_one_real_patch(cave_npz):
 
     before = evaluate()
     n = 4
-    for _ in range(200):
+    for _ in range(300):
         g = torch.from_numpy(sch.sample_training_levels(rng, n))
         zt = g[:, None, None, None] * z0 + (1 - g**2).sqrt()[:, None, None, None] * torch.randn(n, *z0.shape[1:])
         loss = (net(zt, g, lu.expand(n, -1, -1, -1), ms.expand(n, -1, -1, -1)) - z0).abs().mean()

@@ -1,6 +1,7 @@
 """Algorithm: super-resolve an LR-HSI with an HR-MSI and an exported HSR-Diff model (ONNX Runtime)."""
 
 from qgis.core import (
+    QgsProcessingParameterBoolean,
     QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
     QgsProcessingParameterFile,
@@ -125,6 +126,10 @@ class SuperResolveAlgorithm(HsrDiffAlgorithm):
         self.addParameter(QgsProcessingParameterEnum(
             "CHECK", tr("Check against classical methods (Wald's protocol on the pair)"), options=[c[1] for c in CHECK_OPTIONS],
             defaultValue=[c[0] for c in CHECK_OPTIONS].index(d.DEFAULT_CHECK)))
+        blend = QgsProcessingParameterBoolean("BLEND", tr("On a noisy LR-HSI, average the model's result with CNMF's"),
+                                              defaultValue=True)
+        blend.setFlags(blend.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+        self.addParameter(blend)
         out_type = QgsProcessingParameterEnum("OUTPUT_TYPE", tr("Output data type"), options=[o[1] for o in OUTPUT_TYPE_OPTIONS],
                                               defaultValue=[o[0] for o in OUTPUT_TYPE_OPTIONS].index(d.DEFAULT_OUTPUT_TYPE))
         out_type.setFlags(out_type.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
@@ -230,6 +235,7 @@ class SuperResolveAlgorithm(HsrDiffAlgorithm):
                 degradation=DEGRADATION_OPTIONS[self.parameterAsEnum(parameters, "DEGRADATION", context)][0],
                 output_type=OUTPUT_TYPE_OPTIONS[self.parameterAsEnum(parameters, "OUTPUT_TYPE", context)][0],
                 check=CHECK_OPTIONS[self.parameterAsEnum(parameters, "CHECK", context)][0],
+                blend=self.parameterAsBoolean(parameters, "BLEND", context),
                 adapt_seconds=adapt, adapted_model_path=adapted if trained is None else None,
             )
         if trained is not None:
