@@ -29,8 +29,8 @@ from core.sensor import as_psf, estimate_srf
 from . import defaults as dflt
 from .tiling import ArrayPairSource, ArraySink, run_tiled, with_conditioning
 
-__all__ = ["CLASSICAL", "blend_weight", "blended_sink", "check_scene", "filled", "pair_srf", "pick_crop", "scene_psf",
-           "write_classical"]
+__all__ = ["CLASSICAL", "blend_weight", "blended_sink", "check_scene", "filled", "pair_psf", "pair_srf", "pick_crop",
+           "scene_psf", "write_classical"]
 
 log = logging.getLogger("hsr_diff.export")
 
@@ -57,9 +57,17 @@ def blend_weight(hsi_bands: int, rows: int, cols: int, snr_db: float | None, ln:
 
 
 def scene_psf(scene) -> np.ndarray:
-    """The PSF kernel the run uses: the estimate's, else the model's nominal one."""
+    """The PSF kernel the run conditions the model on: the estimate's, else the model's nominal one."""
     reg, s = scene.setup.registration, scene.geom.scale
     return reg.psf(s) if reg is not None else as_psf(scene.md.psf_sigma, s)
+
+
+def pair_psf(scene) -> np.ndarray:
+    """The PSF kernel of the pair itself, which the check degrades its crop by and the classical methods fuse with:
+    :func:`scene_psf`, or the pair's estimate where the run keeps the model's nominal PSF (``setup.pair_registration``,
+    ``degradation=model``), so that the check still sees what a misregistered pair costs the model."""
+    reg = scene.setup.pair_registration
+    return scene_psf(scene) if reg is None else reg.psf(scene.geom.scale)
 
 
 def filled(read, dead: np.ndarray | None):
@@ -80,7 +88,7 @@ def pair_srf(scene, lr: np.ndarray, msi: np.ndarray) -> np.ndarray:
     zero for bands with no data."""
     good_lr, good_msi = ~scene.setup.dead_lr, ~scene.setup.dead_msi
     srf = np.zeros((msi.shape[0], lr.shape[0]))
-    srf[np.ix_(good_msi, good_lr)] = estimate_srf(lr[good_lr], msi[good_msi], scene.geom.scale, scene_psf(scene))[0]
+    srf[np.ix_(good_msi, good_lr)] = estimate_srf(lr[good_lr], msi[good_msi], scene.geom.scale, pair_psf(scene))[0]
     return srf
 
 
@@ -122,14 +130,14 @@ def check_scene(scene, denoisers, steps: int = dflt.DEFAULT_STEPS, sampler: str 
         log.warning(scene.notes[-1])
         return None
     r0, c0, lr, msi = got
-    psf = scene_psf(scene)
+    psf, run_psf = pair_psf(scene), scene_psf(scene)
     good_lr, good_msi = ~dead_lr, ~dead_msi
     srf = pair_srf(scene, lr, msi)
     w = scene.setup.blend_weight
 
     def model(den):
         def fuse(lr_a: np.ndarray, msi_a: np.ndarray) -> np.ndarray:
-            src = with_conditioning(ArrayPairSource(lr_a, msi_a, s), md, psf=psf, noise_std=scene.setup.lr_noise_std)
+            src = with_conditioning(ArrayPairSource(lr_a, msi_a, s), md, psf=run_psf, noise_std=scene.setup.lr_noise_std)
             sink = ArraySink(md.hsi_bands, src.rows, src.cols, False)
             run_tiled(den, src, sink, steps=steps, sampler=sampler, eta=eta, seed=seed, samples=1)
             if w >= 1.0:
@@ -169,7 +177,7 @@ def write_classical(scene, method: str, sink, srf: np.ndarray, with_std: bool, p
 
     pair, s = scene.pair, scene.geom.scale
     dead_lr, dead_msi = scene.setup.dead_lr, scene.setup.dead_msi
-    psf = scene_psf(scene)
+    psf = pair_psf(scene)
     rows, cols = pair.rows, pair.cols
 
     def put(window: Window, fused: np.ndarray, valid: np.ndarray) -> None:
@@ -178,8 +186,8 @@ def write_classical(scene, method: str, sink, srf: np.ndarray, with_std: bool, p
         sink.write(window, fused, np.full_like(fused, np.nan) if with_std else None)
 
     if method == "mtf_glp_hs":
-        stream = getattr(scene.source, "stream", None)
-        if stream is None:
+        stream = getattr(scene.source, "stream", None) if scene.setup.pair_registration is None else None
+        if stream is None:  # not the base the model was conditioned on (none, or with the nominal PSF)
             stream = streamed_base(method, pair.read_lr_block, pair.read_msi_block, pair.lr_shape, s, psf, dead_lr, dead_msi)
         windows = [(r, c) for r in range(0, rows, WINDOW) for c in range(0, cols, WINDOW)]
         for k, (r, c) in enumerate(windows):
@@ -217,7 +225,7 @@ def _fuse_whole(scene, method: str, srf: np.ndarray | None, raw_lr: bool = False
                             CHECK_LR)
         srf = pair_srf(scene, *(got[2:] if not isinstance(got, str) else (lr, msi)))
     out = np.zeros((md.hsi_bands, pair.rows, pair.cols), np.float32)
-    out[gl] = BASELINES[method](lr[gl], msi[gm], s, srf=srf[np.ix_(gm, gl)], psf=scene_psf(scene), valid=valid)
+    out[gl] = BASELINES[method](lr[gl], msi[gm], s, srf=srf[np.ix_(gm, gl)], psf=pair_psf(scene), valid=valid)
     return out, valid
 
 

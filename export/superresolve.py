@@ -230,7 +230,10 @@ class SceneSetup:
     conditioning base (:class:`core.baselines.glp.GLPFit`, None for a bicubic base); ``notes``: the
     warnings the setup raised; ``lr_noise_std``: the LR-HSI's noise per band (model order) when the result is made
     consistent with the LR-HSI (:class:`export.tiling.BackProjection`), None when it is not; ``blend_weight``: the
-    model's share of the result, the rest CNMF's (:func:`export.check.blend_weight`; 1: the model's alone).
+    model's share of the result, the rest CNMF's (:func:`export.check.blend_weight`; 1: the model's alone);
+    ``pair_registration``: the pair's estimated degradation when the model is not conditioned on it
+    (``degradation=model``, or a bicubic base): what the check and the classical methods use
+    (:func:`export.check.pair_psf`); None when ``registration`` is that estimate or the estimate is the nominal one.
     """
 
     dead_lr: np.ndarray
@@ -241,6 +244,7 @@ class SceneSetup:
     notes: list[str] = field(default_factory=list)
     lr_noise_std: np.ndarray | None = None
     blend_weight: float = 1.0
+    pair_registration: object | None = None
 
 
 @dataclass
@@ -295,10 +299,20 @@ def _setup(source: RasterPairSource, md, geom: PairGeometry, ln: str, mn: str, d
         if reg is not None:
             log.info("estimated degradation: %s (model: Gaussian sigma %.3f); relative residual %.4f (%.4f with the "
                      "nominal one)", reg.describe(), md.psf_sigma or float("nan"), reg.residual, reg.residual_centred)
+    pair_reg = None
+    if reg is None and not (degradation == "estimate" and md.base != "bicubic"):
+        prog.report(PHASES["check"], "estimating the pair's degradation for the check")
+        pair_reg, why = estimate_degradation(source.read_lr_block, source.read_msi_block, source.lr_shape, geom.scale, ln,
+                                             mn, md.psf_sigma)
+        for n in why:
+            log.info("for the check: %s", n)
+        if pair_reg is not None:
+            log.info("the model keeps its nominal degradation; the check degrades the pair by, and the classical methods "
+                     "fuse it with, its estimate: %s", pair_reg.describe())
     back = noise_std if back_project and lr_denoiser is None else None  # a denoised LR-HSI: no back-projection onto it
     if back is not None:
         log.info("the result is made consistent with the LR-HSI through the PSF (noise-aware back-projection)")
-    return SceneSetup(dead_lr, dead_msi, reg, None, lr_denoiser, notes, back, weight)
+    return SceneSetup(dead_lr, dead_msi, reg, None, lr_denoiser, notes, back, weight, pair_reg)
 
 
 def _fit_lr_denoiser(source: RasterPairSource, dead_lr: np.ndarray,
@@ -501,7 +515,8 @@ def superresolve(
     averages several samples; their per-pixel standard deviation goes to ``uncertainty_path``.
     ``degradation``: ``estimate`` matches the conditioning base's PSF (width and sub-pixel offset)
     to the pair (:func:`core.jobs.common.estimate_degradation`, logged with its residual), ``model``
-    keeps the model's nominal one; it matters for models on a global base (``mtf_glp_hs``). ``estimate`` also
+    keeps the model's nominal one (the check then still estimates the pair's, to degrade its crop by and to give the
+    classical methods: :func:`export.check.pair_psf`); it matters for models on a global base (``mtf_glp_hs``). ``estimate`` also
     estimates the LR-HSI's noise and, below :data:`core.sensor.noise.DENOISE_BELOW_DB` of SNR, denoises the LR-HSI
     spectrally (:class:`core.sensor.noise.SpectralDenoiser`) for every reader of it: the base, the model, the check.
     ``denoiser``: an already opened :class:`~export.sampler.Denoiser` of ``model_path`` (``device``,
