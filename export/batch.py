@@ -377,7 +377,7 @@ def _open_split(stack: ExitStack, pair: Pair, model: str, uncertainty: bool, sam
 
     from core.raster_io import commit_all
 
-    from .check import write_classical
+    from .check import drop_blend, write_classical
     from .metadata import read_metadata
     from .superresolve import check_outputs, decide, open_scene, open_writers, sampler_note
     from .tiling import TileRun
@@ -396,6 +396,7 @@ def _open_split(stack: ExitStack, pair: Pair, model: str, uncertainty: bool, sam
         verdict, method = decide(scene, den, options.get("check", dflt.DEFAULT_CHECK),
                            **{k: options[k] for k in ("steps", "sampler", "eta", "seed") if k in options})
         if method != "model":  # a classical method won the check: written here, no tile tasks
+            drop_blend(scene, method)
             with ExitStack() as out_stack:
                 writers, sink = open_writers(out_stack, scene, pair.out, pair.uncertainty if uncertainty else None, samples,
                                              options.get("tile", dflt.DEFAULT_TILE), options.get("overlap", dflt.DEFAULT_OVERLAP))

@@ -19,17 +19,18 @@ import logging
 import numpy as np
 
 from core.baselines import BASELINES
-from core.ensemble import PARTNER, blend, model_weight
+from core.ensemble import MIN_MSI_BANDS, MSI_NOISY_BELOW_DB, PARTNER, blend, model_weight
 from core.jobs.classical import STREAMED, available_memory, memory_needed
 from core.jobs.common import hr_valid_mask
 from core.raster_io import Window
 from core.referee import CHECK_LR, MIN_REDUCED_LR, SMALL_REDUCED_LR, Verdict, check_crop, score_candidates
 from core.sensor import as_psf, estimate_srf
+from core.sensor.noise import DENOISE_BELOW_DB
 
 from . import defaults as dflt
 from .tiling import ArrayPairSource, ArraySink, run_tiled, with_conditioning
 
-__all__ = ["CLASSICAL", "blend_weight", "blended_sink", "check_scene", "filled", "pair_psf", "pair_srf", "pick_crop",
+__all__ = ["CLASSICAL", "blend_weight", "blended_sink", "check_scene", "drop_blend", "filled", "pair_psf", "pair_srf", "pick_crop",
            "scene_psf", "write_classical"]
 
 log = logging.getLogger("hsr_diff.export")
@@ -39,21 +40,29 @@ CLASSICAL = ("mtf_glp_hs", "gsa", "cnmf")
 WINDOW = 512  # HR pixels a side of the windows a streamed classical winner is written in
 
 
-def blend_weight(hsi_bands: int, rows: int, cols: int, snr_db: float | None, ln: str = "LR-HSI") -> tuple[float, list[str]]:
-    """``(weight, notes)``: the model's share of the result (:func:`core.ensemble.model_weight`) for an output of
-    ``hsi_bands`` x ``rows`` x ``cols`` HR px whose LR-HSI (layer ``ln``) has ``snr_db`` estimated SNR (None: not
-    estimated, the model alone). 1 with a note when CNMF would not fit in half the memory available."""
-    w = 1.0 if snr_db is None else model_weight(snr_db)
+def blend_weight(hsi_bands: int, rows: int, cols: int, snr_db: float | None, msi_snr: float | None,
+                 ln: str = "LR-HSI", mn: str = "HR-MSI") -> tuple[float, list[str], list[str]]:
+    """``(weight, notes, info)``: the model's share of the result (:func:`core.ensemble.model_weight`) for an output
+    of ``hsi_bands`` x ``rows`` x ``cols`` HR px whose LR-HSI (layer ``ln``) and HR-MSI (``mn``) have ``snr_db`` and
+    ``msi_snr`` estimated SNR (None: not estimated); ``notes`` for the result, ``info`` for the log alone. 1 with a
+    note when CNMF would not fit in half the memory available."""
+    if snr_db is None or not snr_db < DENOISE_BELOW_DB:
+        return 1.0, [], []
+    w = model_weight(snr_db, msi_snr)
     if w >= 1.0:
-        return 1.0, []
-    need = memory_needed(PARTNER, hsi_bands, rows, cols) + 4 * hsi_bands * rows * cols
+        why = (f"it has fewer than {MIN_MSI_BANDS} bands to read its noise from" if msi_snr is None else
+               f"{msi_snr:.1f} dB, at least {MSI_NOISY_BELOW_DB:g}")
+        return 1.0, [], [f"HR-MSI layer '{mn}' does not read noisy ({why}): the model's result is not averaged with "
+                         f"{PARTNER.upper()}'s"]
+    need = memory_needed(PARTNER, hsi_bands, rows, cols) + 3 * 4 * hsi_bands * rows * cols
     avail = available_memory()
     if avail is not None and need > avail / 2:
-        return 1.0, [f"LR-HSI layer '{ln}' is noisy (SNR {snr_db:.1f} dB, estimated), but the model's result is not averaged "
-                     f"with {PARTNER.upper()}'s: that needs the whole area in memory (about {need / 1e9:.1f} GB, "
-                     f"{avail / 1e9:.1f} GB available)"]
-    return w, [f"LR-HSI layer '{ln}' is noisy (SNR {snr_db:.1f} dB, estimated): the result is {w:.2f} x the model's + "
-               f"{1 - w:.2f} x {PARTNER.upper()}'s (core.ensemble), in the check too"]
+        return 1.0, [f"the pair is noisy (LR-HSI '{ln}' {snr_db:.1f} dB, HR-MSI '{mn}' {msi_snr:.1f} dB, estimated), but "
+                     f"the model's result is not averaged with {PARTNER.upper()}'s: that needs the whole area in memory "
+                     f"(about {need / 1e9:.1f} GB, {avail / 1e9:.1f} GB available)"], []
+    return w, [f"the pair is noisy (LR-HSI '{ln}' {snr_db:.1f} dB, HR-MSI '{mn}' {msi_snr:.1f} dB, estimated): the model's "
+               f"result is averaged with {PARTNER.upper()}'s, {w:.2f} x the model's + {1 - w:.2f} x {PARTNER.upper()}'s "
+               "(core.ensemble)"], []
 
 
 def scene_psf(scene) -> np.ndarray:
@@ -231,14 +240,26 @@ def _fuse_whole(scene, method: str, srf: np.ndarray | None, raw_lr: bool = False
 
 class _BlendSink:
     """A sink that writes ``weight`` x each window of the model's result + the rest x ``partner`` there (and the
-    sampling spread x ``weight``: the partner has none) to ``sink``."""
+    sampling spread x ``weight``: the partner has none) to ``sink``; the model's values as they are where the partner
+    has none (a pixel with nodata in any LR-HSI band)."""
 
     def __init__(self, sink, partner: np.ndarray, weight: float):
         self.sink, self.partner, self.weight = sink, partner, weight
 
     def write(self, window: Window, mean: np.ndarray, std: np.ndarray | None) -> None:
         p = self.partner[:, window.row_off:window.row_off + window.height, window.col_off:window.col_off + window.width]
-        self.sink.write(window, blend(mean, p, self.weight), None if std is None else std * self.weight)
+        if std is not None:  # the model's alone where the partner has no value
+            std = np.where(np.isfinite(p), std * self.weight, std).astype(np.float32)
+        self.sink.write(window, blend(mean, p, self.weight), std)
+
+
+def drop_blend(scene, method: str) -> None:
+    """Record that ``method`` (a classical winner of the check) was written, so there is no average with CNMF."""
+    if scene.setup.blend_weight >= 1.0:
+        return
+    scene.setup.blend_weight = 1.0
+    scene.provenance["hsr_diff_blend"] = "none"
+    scene.notes.append(f"{method}'s result is written, so it is not averaged with the model's")
 
 
 def blended_sink(scene, sink, srf: np.ndarray | None = None, progress=None):
@@ -246,7 +267,8 @@ def blended_sink(scene, sink, srf: np.ndarray | None = None, progress=None):
     averaging each window with :data:`core.ensemble.PARTNER`'s fusion of the whole scene, computed here on the
     LR-HSI as read (CNMF keeps only a few endmembers of it, and on a training CAVE crop at 30 dB it lost 0.4 dB and
     1.7 deg of SAM on the denoised one; on EnMAP the two were level); ``srf``: the check's response, None: estimated
-    as :func:`_fuse_whole` says. The check's runs average with CNMF on the LR-HSI they are given (denoised)."""
+    as :func:`_fuse_whole` says. The check's runs average with CNMF on the crops they are given (of the denoised
+    LR-HSI, one scale down with the noise it lost put back: :mod:`core.referee`)."""
     w = scene.setup.blend_weight
     if w >= 1.0:
         return sink

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from core.ensemble import msi_snr_db
 from core.jobs.common import DEGRADATIONS, SNAP_SHIFT_PX, SNAP_SIGMA, estimate_degradation
 from core.pairing import PairGeometry, check_pair
 from core.progress import Cancelled, Progress
@@ -35,7 +36,7 @@ from core.raster_io import RasterReader, RasterWriter, Window, bands_with_data, 
 from core.sensor.noise import DENOISE_BELOW_DB, SpectralDenoiser, band_noise_std, fit_denoiser
 
 from . import defaults as dflt
-from .check import blend_weight, blended_sink, check_scene, write_classical
+from .check import blend_weight, blended_sink, check_scene, drop_blend, write_classical
 from .inputs import InputMismatch, InputPlan, plan_inputs
 from .metadata import read_metadata
 from .sampler import Denoiser
@@ -281,9 +282,11 @@ def _setup(source: RasterPairSource, md, geom: PairGeometry, ln: str, mn: str, d
         notes += why
     weight = 1.0
     if blend and lr_denoiser is not None:
-        weight, why = blend_weight(md.hsi_bands, source.rows, source.cols, lr_denoiser.snr_db, ln)
-        for n in why:
-            (log.info if weight < 1.0 else log.warning)("%s", n)
+        n_r, n_c = min(source.rows, DENOISE_FIT_LR * geom.scale), min(source.cols, DENOISE_FIT_LR * geom.scale)
+        msi_snr = msi_snr_db(source.read_msi_block((source.rows - n_r) // 2, (source.cols - n_c) // 2, n_r, n_c)[~dead_msi])
+        weight, why, info = blend_weight(md.hsi_bands, source.rows, source.cols, lr_denoiser.snr_db, msi_snr, ln, mn)
+        for n in why + info:
+            (log.info if weight < 1.0 or n in info else log.warning)("%s", n)
         notes += why
     if degradation == "estimate" and md.base != "bicubic":
         prog.report(PHASES["check"], "estimating the pair's degradation")
@@ -586,6 +589,8 @@ def superresolve(
             scene.notes.append("the adapted model could not be checked on this pair (see above); the model as it was "
                                "is written")
             log.warning(scene.notes[-1])
+        if method not in models:
+            drop_blend(scene, method)
         notes = scene.notes + den.info.notes
         writers, sink = open_writers(stack, scene, out_path, unc_path, samples, tile, overlap)
         stats = None

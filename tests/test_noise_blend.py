@@ -23,10 +23,11 @@ RUN = dict(steps=3, sampler="ancestral", seed=3, threads=1)
 
 def test_the_models_weight_rises_with_the_snr_and_is_one_on_a_clean_pair():
     snrs = (10.0, 26.0, 30.0, 35.0, 40.0, 45.0, 47.9)
-    w = [model_weight(x) for x in snrs]
+    w = [model_weight(x, 30.0) for x in snrs]
     assert all(a < b for a, b in zip(w[1:-1], w[2:], strict=True)) and w[0] == w[1] == pytest.approx(0.3)
     assert 0.35 < w[2] < 0.45 and w[-1] < 0.91
-    assert model_weight(48.0) == model_weight(60.0) == model_weight(float("nan")) == 1.0
+    assert model_weight(48.0, 30.0) == model_weight(60.0, 30.0) == model_weight(float("nan"), 30.0) == 1.0
+    assert model_weight(35.0, 36.0) == model_weight(35.0, None) == 1.0  # a clean (or unreadable) HR-MSI: the model alone
 
 
 def test_blend_keeps_the_models_value_where_the_partner_has_none():
@@ -40,13 +41,37 @@ def test_blend_keeps_the_models_value_where_the_partner_has_none():
         blend(model, partner[:, :, :2], 0.5)
 
 
-def test_the_blend_is_left_out_with_a_note_when_cnmf_would_not_fit_in_memory():
-    w, notes = blend_weight(224, 10 ** 6, 10 ** 6, 35.0, "lr_big.tif")
+def test_the_blend_is_left_out_with_a_note_when_cnmf_would_not_fit_in_memory(monkeypatch):
+    import export.check as check
+
+    monkeypatch.setattr(check, "available_memory", lambda: 16 * 10 ** 9)
+    w, notes, _ = blend_weight(224, 10 ** 5, 10 ** 5, 35.0, 30.0, "lr_big.tif", "msi.tif")
     assert w == 1.0 and len(notes) == 1 and "'lr_big.tif'" in notes[0] and "GB available" in notes[0]
-    w, notes = blend_weight(224, 64, 64, 35.0, "lr.tif")
-    assert w == pytest.approx(model_weight(35.0)) and f"{w:.2f} x the model's" in notes[0]
-    assert blend_weight(224, 64, 64, None) == (1.0, [])
-    assert blend_weight(224, 64, 64, 50.0) == (1.0, [])
+    w, notes, _ = blend_weight(224, 64, 64, 35.0, 30.0, "lr.tif", "msi.tif")
+    assert w == pytest.approx(model_weight(35.0, 30.0)) and f"{w:.2f} x the model's" in notes[0]
+    assert blend_weight(224, 64, 64, None, 30.0) == (1.0, [], [])
+    assert blend_weight(224, 64, 64, 50.0, 30.0) == (1.0, [], [])
+    w, notes, info = blend_weight(224, 64, 64, 35.0, 40.0, "lr.tif", "msi.tif")
+    assert w == 1.0 and notes == [] and "'msi.tif' does not read noisy (40.0 dB" in info[0]
+
+
+def test_the_hr_msis_noise_reading_tells_a_noisy_msi_from_a_clean_one(shared_data):
+    """msi_snr_db on a 10-band Sentinel-2 response of an EnMAP crop: clean above the gate, 35 dB of noise below it;
+    an RGB MSI is not read."""
+    from core.ensemble import MSI_NOISY_BELOW_DB, msi_snr_db
+    from core.sensor import degrade_spectral, spectral_response
+    from core.sensor.simulate import add_noise
+
+    cube, meta = read_raster(shared_data / "enmap_potsdam_southeast.tif")
+    hr = np.nan_to_num(cube[:, :64, :64])
+    from core.sensor import default_msi_bands
+
+    msi = degrade_spectral(hr, spectral_response("sentinel2", meta.wavelengths, meta.fwhm, bands=list(default_msi_bands("sentinel2")),
+                                                 valid_bands=meta.good_bands))
+    assert msi.shape[0] >= 10
+    assert msi_snr_db(msi) > MSI_NOISY_BELOW_DB + 2
+    assert msi_snr_db(add_noise(msi, 35.0, np.random.default_rng(0))) < MSI_NOISY_BELOW_DB - 1
+    assert msi_snr_db(msi[:7]) is None
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +79,9 @@ def noisy(shared_data, tmp_path_factory):
     """A centred EnMAP pair with 32 dB of white noise on both images, and a model on the MTF-GLP-HS base whose
     output also follows its noisy input (so two samples differ)."""
     root = tmp_path_factory.mktemp("noise_blend")
-    p = make_shifted_pair(root, shared_data, S, (0.0, 0.0))
+    from core.sensor import default_msi_bands
+
+    p = make_shifted_pair(root, shared_data, S, (0.0, 0.0), msi_bands=default_msi_bands("sentinel2"))
     lr, meta = read_raster(p["lr"])
     msi, mmeta = read_raster(p["msi"])
     rng = np.random.default_rng(0)
@@ -87,7 +114,7 @@ def test_a_noisy_pair_is_averaged_with_cnmf_everywhere_the_model_is_read(noisy, 
     assert said["alone"][0] == "none"
     snr = float(re.match(r"LR-HSI SNR ([0-9.]+) dB", said["blend"][1]).group(1))
     w = float(re.match(r"([0-9.]+) x the model's result \+ ([0-9.]+) x CNMF's", said["blend"][0]).group(1))
-    assert 29 < snr < 35 and w == pytest.approx(model_weight(snr), abs=1e-3) and w < 0.8
+    assert 29 < snr < 35 and w == pytest.approx(model_weight(snr, 30.0), abs=1e-3) and w < 0.8
     (out_b, std_b, res_b), (out_a, std_a, res_a) = runs["blend"], runs["alone"]
     assert np.nanmax(std_a) > 0
     np.testing.assert_allclose(std_b, w * std_a, rtol=2e-3, atol=1e-6)  # w as the metadata rounds it
@@ -95,10 +122,11 @@ def test_a_noisy_pair_is_averaged_with_cnmf_everywhere_the_model_is_read(noisy, 
     ref = noisy["hr"][good]
     assert psnr(ref, out_b[good]) > psnr(ref, out_a[good]) + 0.5
     assert res_b.check.score("model").wald_psnr > res_a.check.score("model").wald_psnr
-    assert any("CNMF's (core.ensemble)" in n for n in res_b.notes)
+    assert any("x CNMF's (core.ensemble)" in n for n in res_b.notes)
     assert any(m.startswith("fusing the whole area with cnmf") for m in seen)
-    res = superresolve(noisy["lr"], noisy["msi"], noisy["model"], tmp_path / "clean.tif", check="off", **RUN)
-    assert gdal.Open(res.out_path).GetMetadataItem("hsr_diff_blend") == "none"
+    for name, lr_p, msi_p in (("clean", noisy["lr"], noisy["msi"]), ("lr_only", noisy["lr_noisy"], noisy["msi"])):
+        res = superresolve(lr_p, msi_p, noisy["model"], tmp_path / f"{name}.tif", check="off", **RUN)
+        assert gdal.Open(res.out_path).GetMetadataItem("hsr_diff_blend") == "none", name
 
 
 def test_a_cancel_while_cnmf_runs_leaves_no_output(noisy, tmp_path):
