@@ -265,6 +265,28 @@ def test_checkpoint_folder_and_load_for_export(cave_npz, tmp_path):
     json.dumps(info)
 
 
+def test_fine_tuning_starts_from_an_exported_models_weights(cave_npz, tmp_path):
+    from export.onnx_export import export_model
+    from tools.train_bundled import init_from
+
+    first = Trainer(_cfg(cave_npz, tmp_path / "a"))
+    first.run()
+    model, info = load_for_export(tmp_path / "a")
+    onnx_path = export_model(model, info, tmp_path / "a.onnx", check=False)
+    cfg = _cfg(cave_npz, tmp_path / "b", optim={"lr": 1e-3, "warmup": 2})
+    init_from(cfg, onnx_path, tmp_path / "init.safetensors")
+    assert cfg["model"]["residual_scale"] == info["model_config"]["residual_scale"]
+    second = Trainer(cfg)
+    for k, v in model.state_dict().items():
+        assert torch.equal(second.model.state_dict()[k], v), k
+    assert second.export_info()["training"]["init"] == str(tmp_path / "init.safetensors")
+    fresh = Trainer(_cfg(cave_npz, tmp_path / "c"))  # the same seed without init: other weights
+    assert not all(torch.equal(fresh.model.state_dict()[k], v) for k, v in model.state_dict().items())
+    second.run(max_steps=2)  # and it trains on from there
+    assert second.step == 2
+    assert any(not torch.equal(second.model.state_dict()[k], v) for k, v in model.state_dict().items())
+
+
 def test_cli_overrides_and_run(cave_npz, tmp_path):
     cfg = apply_overrides(DEFAULTS, ["optim.lr=5e-4", "stages.0.steps=3", "data.val_region=[0, 0, 16]", "model.width=8"])
     assert cfg["optim"]["lr"] == 5e-4 and cfg["stages"][0]["steps"] == 3 and cfg["data"]["val_region"] == [0, 0, 16]
@@ -333,6 +355,32 @@ def test_degradation_augment_makes_pairs_another_way(cave_npz):
         assert np.abs(sc.lr - nominal_lr).mean() > 1e-3 * np.abs(nominal_lr).mean()
         assert np.abs(sc.msi - nominal_msi).mean() > 1e-3 * np.abs(nominal_msi).mean()
         assert np.isfinite(sc.lr_up).all() and sc.lr_up.shape == sc.ref.shape
+
+
+def test_a_noisy_degraded_copy_gets_the_lr_hsi_inference_would_see(cave_npz, monkeypatch):
+    """A copy drawn at 30 dB has its LR-HSI denoised as Super-resolve denoises a noisy one (core.sensor.noise), and
+    its base fused with the pair's PSF."""
+    import dataclasses
+
+    from core.sensor import protocols
+
+    noisy = protocols.Degradation(snr_db=30.0, name="random")
+    monkeypatch.setattr(protocols, "random_degradation", lambda rng, scale, msi_bands=16: noisy)
+    data = build_data(dict(_cfg(cave_npz, "unused")["data"], base="mtf_glp_hs", degradation_augment=1), seed=0)
+    (sc,) = [sc for sc in data.scenes if sc.window]
+    clean = dataclasses.replace(noisy, snr_db=None)
+    args = (sc.ref, 4, data.description["srf"], data.wavelengths, data.fwhm)
+    truth = clean.apply(*args, bands=data.msi_band_names)[0]
+    raw = noisy.apply(*args, bands=data.msi_band_names, rng=5)[0]
+    assert np.sqrt(np.mean((sc.lr - truth) ** 2)) < 0.7 * np.sqrt(np.mean((raw - truth) ** 2))
+    from core.conditioning import base_image  # and its base is fused with the pair's own PSF
+
+    np.testing.assert_allclose(sc.lr_up, base_image(sc.lr, sc.msi, 4, "mtf_glp_hs", psf=noisy.true_psf(4).kernel))
+    quiet = build_data(dict(_cfg(cave_npz, "unused")["data"], base="mtf_glp_hs", degradation_augment=1,
+                            degradation_noise=False), seed=0)
+    (sc,) = [sc for sc in quiet.scenes if sc.window]  # degradation_noise: false draws the same pair without noise
+    np.testing.assert_allclose(sc.msi, clean.apply(sc.ref, *args[1:], bands=data.msi_band_names)[1], rtol=1e-5, atol=1e-6)
+    assert quiet.description["degradation_noise"] is False and data.description["degradation_noise"] is True
 
 
 def test_exclude_squares_are_held_out_but_not_validated(cave_npz):

@@ -90,6 +90,23 @@ def probe_speed(cfg: dict, out: Path, probe_steps: int) -> list[float]:
     return times
 
 
+def init_from(cfg: dict, model_path: Path, weights: Path) -> None:
+    """Point ``cfg`` at the weights of ``model_path`` (written to ``weights``) and its residual scale.
+
+    The training data must normalise as the file does (same scenes, same bands), or the weights mean
+    something else: checked by the trainer's first export against the file's metadata.
+    """
+    from safetensors.torch import save_file
+
+    from export.from_onnx import cdformer_from_onnx
+
+    net, meta = cdformer_from_onnx(model_path)
+    weights.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(weights))
+    cfg["init"] = str(weights)
+    cfg["model"]["residual_scale"] = meta["model_config"]["residual_scale"]
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("case", nargs="?")
@@ -102,6 +119,8 @@ def main() -> int:
     ap.add_argument("--val-every", type=int, default=0, help="validate and keep a checkpoint every N steps (default: 4 times)")
     ap.add_argument("--stop-at", type=int, default=0,
                     help="stop after N steps of the planned schedule (early stopping at a step chosen on a validation run)")
+    ap.add_argument("--init", default=None, metavar="MODEL.onnx",
+                    help="fine-tune: start from this exported model's weights and residual scale (export.from_onnx)")
     args = ap.parse_args()
     if args.make_npz:
         make_npz(Path(args.make_npz))
@@ -114,6 +133,8 @@ def main() -> int:
             cfg["data"]["extra_hsi"] = to_npz(list(cfg["data"]["extra_hsi"]), Path(args.data_dir))
     out = Path(args.out) / args.case
     cfg["run_dir"] = str(out)
+    if args.init:
+        init_from(cfg, Path(args.init), Path(args.out) / f"{args.case}_init.safetensors")
 
     def log(*a):
         print(f"[{args.case}]", *a, flush=True)

@@ -94,6 +94,8 @@ DEFAULTS: dict = {
     "checkpoint": {"every": 0, "keep": 2, "keep_best": False},
     # Resuming a run folder whose checkpoint differs in scale, bands, model or base: refuse | allow.
     "resume_mismatch": "refuse",
+    # Weights to start from (a fine-tune): a safetensors file of this model's state dict; None = fresh weights.
+    "init": None,
 }
 
 RESUME_MISMATCH = ("refuse", "allow")
@@ -279,6 +281,11 @@ class Trainer:
             sched["variable_scale"] = float(mcfg.get("residual_scale", 1.0))
         self.schedule = NoiseSchedule(**sched)
         self.model = build_model(preset, self.data.hsi_bands, self.data.msi_bands, **mcfg).to(self.device)
+        if ckpt is None and self.cfg.get("init"):
+            from safetensors.torch import load_file
+
+            self.model.load_state_dict(load_file(str(self.cfg["init"]), device=str(self.device)), strict=True)
+            self.log(f"weights from {self.cfg['init']} (fine-tuning)")
         self.ema = EMA(self.model, self.cfg["ema"]["decay"])
         o = self.cfg["optim"]
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=float(o["lr"]), betas=tuple(o["betas"]),
@@ -569,7 +576,7 @@ class Trainer:
             "schedule": self.schedule.to_dict(),
             "spatial_multiple": int(self.model.spatial_multiple),
             "training": {"data": d.describe(), "steps": self.step, "total_steps": total_steps(self.cfg),
-                         "seed": int(self.cfg["seed"]),
+                         "seed": int(self.cfg["seed"]), "init": self.cfg.get("init"),
                          "wall_time_s": round(self.wall, 1), "name": self.cfg["name"], "device": str(self.device),
                          "world_size": self.ctx.world_size},
             "validation": self.validation,
