@@ -285,6 +285,9 @@ def test_fine_tuning_starts_from_an_exported_models_weights(cave_npz, tmp_path):
     second.run(max_steps=2)  # and it trains on from there
     assert second.step == 2
     assert any(not torch.equal(second.model.state_dict()[k], v) for k, v in model.state_dict().items())
+    other = _cfg(cave_npz, tmp_path / "d", data={"val_region": [0, 0, 32]}, init=cfg["init"])  # other training pixels
+    with pytest.raises(ValueError, match="normalisation"):
+        Trainer(other)
 
 
 def test_cli_overrides_and_run(cave_npz, tmp_path):

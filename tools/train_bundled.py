@@ -93,16 +93,19 @@ def probe_speed(cfg: dict, out: Path, probe_steps: int) -> list[float]:
 def init_from(cfg: dict, model_path: Path, weights: Path) -> None:
     """Point ``cfg`` at the weights of ``model_path`` (written to ``weights``) and its residual scale.
 
-    The training data must normalise as the file does (same scenes, same bands), or the weights mean
-    something else: checked by the trainer's first export against the file's metadata.
+    The file's normalisation goes with the weights (safetensors metadata ``normalization``): the trainer refuses
+    training data that normalise otherwise, for which the weights would mean something else.
     """
+    import json
+
     from safetensors.torch import save_file
 
     from export.from_onnx import cdformer_from_onnx
 
     net, meta = cdformer_from_onnx(model_path)
     weights.parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(weights))
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(weights),
+              metadata={"normalization": json.dumps(meta["normalization"])})
     cfg["init"] = str(weights)
     cfg["model"]["residual_scale"] = meta["model_config"]["residual_scale"]
 

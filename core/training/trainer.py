@@ -282,10 +282,7 @@ class Trainer:
         self.schedule = NoiseSchedule(**sched)
         self.model = build_model(preset, self.data.hsi_bands, self.data.msi_bands, **mcfg).to(self.device)
         if ckpt is None and self.cfg.get("init"):
-            from safetensors.torch import load_file
-
-            self.model.load_state_dict(load_file(str(self.cfg["init"]), device=str(self.device)), strict=True)
-            self.log(f"weights from {self.cfg['init']} (fine-tuning)")
+            self._load_init(str(self.cfg["init"]))
         self.ema = EMA(self.model, self.cfg["ema"]["decay"])
         o = self.cfg["optim"]
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=float(o["lr"]), betas=tuple(o["betas"]),
@@ -368,6 +365,26 @@ class Trainer:
         h, w = self.data.primary_scenes()[0].valid.shape
         self.log(f"validation: held-out square rows {r}-{r + size - 1}, cols {c}-{c + size - 1} ({size} x {size} px, "
                  f"{100 * size * size / (h * w):.0f} % of the {w} x {h} px grid), not trained on")
+
+    def _load_init(self, path: str) -> None:
+        """The model's starting weights from the safetensors file ``path`` (config ``init``). When the file records
+        the normalisation its weights were trained with (metadata ``normalization``, as
+        ``tools/train_bundled.py --init`` writes it), this run's data must normalise the same way."""
+        from safetensors import safe_open
+        from safetensors.torch import load_file
+
+        with safe_open(path, framework="pt") as f:
+            recorded = (f.metadata() or {}).get("normalization")
+        if recorded is not None:
+            norm = json.loads(recorded)
+            mine = {"hsi": self.data.hsi_norm, "msi": self.data.msi_norm}
+            for key, n in mine.items():
+                theirs = BandNormalization.from_dict(norm[key])
+                if not (np.allclose(theirs.offset, n.offset, rtol=1e-4) and np.allclose(theirs.scale, n.scale, rtol=1e-4)):
+                    raise ValueError(f"init {path}: its weights were trained with another {key.upper()} normalisation "
+                                     "than this run's data gives (other scenes or bands?); train from scratch instead")
+        self.model.load_state_dict(load_file(path, device=str(self.device)), strict=True)
+        self.log(f"weights from {path} (fine-tuning)")
 
     def _load_weights(self, ckpt: dict) -> None:
         """Model, EMA and optimizer state from ``ckpt`` after comparing its run signature with this run's."""
